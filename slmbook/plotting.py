@@ -11,6 +11,13 @@ import matplotlib.pyplot as plt
 import torch
 
 
+def _char_label(c: str) -> str:
+    """A visible label for a character: '␣' for a space, escapes for other whitespace."""
+    if c == " ":
+        return "␣"
+    return repr(c)[1:-1] if c.isspace() or not c.isprintable() else c
+
+
 def _axes(ax: plt.Axes | None, figsize: tuple[float, float] = (8, 4)) -> plt.Axes:
     if ax is None:
         _, ax = plt.subplots(figsize=figsize)
@@ -26,7 +33,7 @@ def plot_char_frequencies(text: str, *, top: int = 40, ax: plt.Axes | None = Non
         raise ValueError("text is empty: nothing to count")
     ax = _axes(ax, (10, 3.5))
     common = Counter(text).most_common(top)
-    labels = [repr(c)[1:-1] if c.isspace() or not c.isprintable() else c for c, _ in common]
+    labels = [_char_label(c) for c, _ in common]
     ax.bar(range(len(common)), [100 * n / len(text) for _, n in common], color="tab:blue")
     ax.set_xticks(range(len(common)), labels, fontfamily="monospace")
     ax.set_ylabel("% of all characters")
@@ -47,7 +54,7 @@ def plot_bigram_heatmap(
         )
     ax = _axes(ax, (7, 6))
     image = ax.imshow(probs.numpy(), cmap="Blues")
-    shown = [repr(c)[1:-1] if c.isspace() or not c.isprintable() else c for c in labels]
+    shown = [_char_label(c) for c in labels]
     ax.set_xticks(range(len(labels)), shown, fontfamily="monospace", fontsize=8)
     ax.set_yticks(range(len(labels)), shown, fontfamily="monospace", fontsize=8)
     ax.set_xlabel("next character")
