@@ -1,0 +1,191 @@
+"""Sampling text from a language model: temperature, top-k, a reproducible generator.
+
+One step of generation: run the model on the (cropped) context, take the logits of the
+last position, divide them by the temperature, keep only the ``top_k`` largest, turn
+them into probabilities with softmax, draw one token, append it, repeat.
+
+    temperature < 1  sharpens the distribution (towards always taking the likeliest token)
+    temperature > 1  flattens it (towards uniform noise)
+
+Taught in chapter 3, "The forward pass" (book/03_forward.ipynb), and used in
+chapter 7, "Iterate" (book/07_iterate.ipynb).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["generate", "generate_ids", "next_token_probs"]
+
+
+def _check_sampling(temperature: float, top_k: int | None) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(
+            f"temperature must be > 0, got {temperature!r}; "
+            "use a small value such as 0.1 for nearly greedy sampling"
+        )
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
+
+
+def _scale_logits(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
+    """(B, V) logits -> (B, V) logits divided by temperature, -inf outside the top k."""
+    logits = logits / temperature  # (B, V)
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1): k-th largest
+        logits = logits.masked_fill(logits < kth, float("-inf"))  # (B, V)
+    return logits
+
+
+def _block_size(model: nn.Module) -> int | None:
+    return getattr(getattr(model, "config", None), "block_size", None)
+
+
+@torch.no_grad()
+def next_token_probs(
+    model: nn.Module,
+    idx: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+) -> torch.Tensor:
+    """The distribution the model samples the next token from.
+
+    Parameters
+    ----------
+    model:
+        A model mapping (B, T) ids to (B, T, V) logits (with ``model.config.block_size``).
+    idx:
+        (B, T) int64 context; only the last ``block_size`` tokens are used.
+    temperature, top_k:
+        As in :func:`generate_ids`.
+
+    Returns
+    -------
+    probs: (B, V), each row sums to 1.
+
+    See chapter 3, "The forward pass" (book/03_forward.ipynb).
+    """
+    _check_sampling(temperature, top_k)
+    was_training = model.training
+    model.eval()
+    try:
+        block_size = _block_size(model)
+        context = idx if block_size is None else idx[:, -block_size:]  # (B, <= block_size)
+        logits = model(context)[:, -1, :]  # (B, V): scores for the token after the context
+    finally:
+        model.train(was_training)
+    return torch.softmax(_scale_logits(logits, temperature, top_k), dim=-1)  # (B, V)
+
+
+@torch.no_grad()
+def generate_ids(
+    model: nn.Module,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Extend each sequence in ``idx`` by ``max_new_tokens`` sampled tokens.
+
+    Parameters
+    ----------
+    model:
+        A model mapping (B, T) ids to (B, T, V) logits; it runs in eval mode without
+        gradients, and its train/eval mode is restored afterwards.
+    idx:
+        (B, T) int64 context, T >= 1. The model sees only the last
+        ``model.config.block_size`` tokens (the context is cropped, never rejected).
+    max_new_tokens:
+        Number of tokens to append (>= 0).
+    temperature:
+        Divides the logits; must be > 0.
+    top_k:
+        Sample only among the ``top_k`` likeliest tokens (>= 1); ``None`` keeps all.
+    generator:
+        A ``torch.Generator`` on the model's device: the same seed gives the same text.
+
+    Returns
+    -------
+    (B, T + max_new_tokens) int64: the context followed by the sampled tokens.
+
+    See chapter 3, "The forward pass" (book/03_forward.ipynb).
+    """
+    _check_sampling(temperature, top_k)
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 0
+    ):
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    if idx.dim() != 2 or idx.size(1) == 0:
+        raise ValueError(
+            f"idx must be (B, T) token ids with T >= 1, got shape {tuple(idx.shape)}; "
+            "use idx[None] for a single sequence"
+        )
+    block_size = _block_size(model)
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(max_new_tokens):
+            context = idx if block_size is None else idx[:, -block_size:]  # (B, <= block_size)
+            logits = model(context)[:, -1, :]  # (B, V)
+            probs = torch.softmax(_scale_logits(logits, temperature, top_k), dim=-1)  # (B, V)
+            nxt = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+            idx = torch.cat([idx, nxt], dim=1)  # (B, T + 1)
+    finally:
+        model.train(was_training)
+    return idx
+
+
+def generate(
+    model: nn.Module,
+    tokenizer: Any,
+    prompt: str,
+    max_new_tokens: int = 100,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    include_prompt: bool = True,
+) -> str:
+    """Continue ``prompt`` with text sampled from ``model``.
+
+    Parameters
+    ----------
+    model:
+        A language model (e.g. :class:`slmbook.model.GPT`).
+    tokenizer:
+        Has ``encode(str) -> list[int]`` and ``decode(list[int]) -> str`` (the one the
+        model was trained with).
+    prompt:
+        Non-empty text to continue; longer than the block size is fine (cropped).
+    max_new_tokens, temperature, top_k, generator:
+        As in :func:`generate_ids`.
+    include_prompt:
+        Return the prompt followed by the continuation (default), or only the continuation.
+
+    Returns
+    -------
+    str
+
+    See chapter 3, "The forward pass" (book/03_forward.ipynb).
+    """
+    ids = tokenizer.encode(prompt)
+    if len(ids) == 0:
+        raise ValueError("prompt encodes to no tokens; give at least one character to continue")
+    device = next(model.parameters()).device
+    idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
+    out = generate_ids(
+        model, idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator
+    )
+    new = out[0].tolist() if include_prompt else out[0, len(ids) :].tolist()
+    return tokenizer.decode(new)
