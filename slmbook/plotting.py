@@ -114,7 +114,8 @@ def plot_trajectories(
 
 
 def animate_learning_rates(
-    surface, make_optimizer, lrs, *, steps: int = 50, start=None, figsize=(10, 4), **kw
+    surface, make_optimizer, lrs, *, steps: int = 50, start=None, figsize=(10, 4), dpi: int = 72,
+    **kw,
 ):
     """One frame per learning rate: trajectory on the surface and loss per step.
 
@@ -130,13 +131,14 @@ def animate_learning_rates(
 
     paths = [run_optimizer(surface, make_optimizer, steps=steps, start=start, lr=lr, **kw)
              for lr in lrs]
-    fig, (ax_path, ax_loss) = plt.subplots(1, 2, figsize=figsize)
+    fig, (ax_path, ax_loss) = plt.subplots(1, 2, figsize=figsize, dpi=dpi)  # dpi sets the HTML size
     plot_surface_contours(surface, ax=ax_path)
     (line,) = ax_path.plot([], [], marker="o", markersize=2.5, color="tab:red")
     (curve,) = ax_loss.plot([], [], color="tab:red")
     start_loss = float(path_losses(surface, paths[0][:1])[0])
     ax_loss.set(xlim=(0, steps), ylim=(1e-6, start_loss * 1e3), yscale="log",
                 xlabel="step", ylabel="loss", title="loss per step")
+    fig.tight_layout()
 
     def draw(i):
         path = paths[i]

@@ -14,7 +14,7 @@ def lr_explorer(
     *,
     lrs: tuple[float, ...] = (1e-3, 3e-3, 0.01, 0.03, 0.05, 0.09, 0.1, 0.11, 0.3, 1.0),
     steps: int = 50,
-):
+) -> object:
     """Learning-rate explorer: pick a surface, an optimizer and a learning rate.
 
     Draws the trajectory of ``slmbook.optim.<optimizer>`` on the 2-D surface
@@ -108,3 +108,28 @@ def temperature_explorer(
             options=temperatures, value=default, description="temperature"
         ),
     )
+
+
+def search_box(retriever, query: str = "how do I handle an error raised inside a with block?",
+               *, k: int = 5, max_chars: int = 160):
+    """A search box over a fitted retriever: type a question, see the top ``k`` passages.
+
+    A thin layer over :meth:`slmbook.retrieval.TfidfRetriever.search` and
+    :func:`slmbook.retrieval.format_hits`. The default ``query`` is searched at
+    once, so the static page shows its results; new queries need a live kernel.
+
+    See chapter 9, "Retrieval" (book/09_retrieval.ipynb).
+    """
+    import ipywidgets as widgets
+
+    from slmbook.retrieval import format_hits
+
+    if k <= 0:
+        raise ValueError(f"k={k} must be a positive number of passages")
+
+    def show(query: str) -> None:
+        print(format_hits(retriever.search(query, k=k), max_chars=max_chars))
+
+    box = widgets.Text(value=query, description="query", continuous_update=False,
+                       layout=widgets.Layout(width="90%"))
+    return widgets.interact(show, query=box)
