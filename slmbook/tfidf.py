@@ -1,0 +1,316 @@
+r"""TF-IDF from scratch, following scikit-learn's estimator conventions.
+
+A document becomes a vector with one entry per term of the vocabulary:
+
+.. math::
+
+    \mathrm{tfidf}(t, d) = \mathrm{tf}(t, d) \cdot \mathrm{idf}(t)
+
+where ``tf(t, d)`` is how many times term ``t`` occurs in document ``d`` (or
+``1 + ln tf`` with ``sublinear_tf=True``) and, for ``n`` documents of which
+``df(t)`` contain ``t``,
+
+.. math::
+
+    \mathrm{idf}(t) = \ln\frac{1 + n}{1 + \mathrm{df}(t)} + 1
+    \quad\text{(smooth\_idf=True)}, \qquad
+    \mathrm{idf}(t) = \ln\frac{n}{\mathrm{df}(t)} + 1
+    \quad\text{(smooth\_idf=False)}.
+
+Each row is then divided by its L2 (or L1) norm, so that the dot product of
+two rows is their cosine similarity. With the same options the result equals
+:class:`sklearn.feature_extraction.text.TfidfVectorizer`'s (the tests check it).
+
+Taught in chapter 9, "Retrieval" (book/09_retrieval.ipynb).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from numbers import Integral
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.exceptions import NotFittedError
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+__all__ = ["ENGLISH_STOP_WORDS", "NotFittedError", "TfidfVectorizer", "idf"]
+
+
+class TfidfVectorizer:
+    r"""Turn a collection of texts into a matrix of TF-IDF features, from scratch.
+
+    Parameters
+    ----------
+    lowercase:
+        Lowercase every text before tokenizing.
+    token_pattern:
+        Regular expression whose matches are the tokens (if it has one capturing
+        group, the group is the token). The default keeps words of two or more
+        word characters.
+    ngram_range:
+        ``(min_n, max_n)``: use every n-gram of tokens with ``min_n <= n <= max_n``,
+        joined by a space.
+    stop_words:
+        ``None``, ``"english"`` (scikit-learn's list) or a list of words removed
+        before the n-grams are built.
+    min_df, max_df:
+        Drop terms whose document frequency is below ``min_df`` or above
+        ``max_df``: an ``int`` is a number of documents, a ``float`` in
+        ``[0, 1]`` a fraction of them.
+    use_idf:
+        Multiply term frequencies by the idf; otherwise keep raw tf.
+    smooth_idf:
+        Add one to ``n`` and to every ``df`` (as if one extra document held every
+        term), so that no idf divides by zero: ``idf = ln((1 + n) / (1 + df)) + 1``.
+    sublinear_tf:
+        Replace ``tf`` by ``1 + ln(tf)``.
+    norm:
+        ``"l2"``, ``"l1"`` or ``None``: normalisation of each row.
+
+    Attributes
+    ----------
+    vocabulary_: dict[str, int]
+        Term -> column, in alphabetical order of the terms.
+    idf_: (V,) float64
+        The idf of each column.
+
+    Examples
+    --------
+    >>> vec = TfidfVectorizer().fit(["the cat sat", "the dog sat down"])
+    >>> sorted(vec.vocabulary_)
+    ['cat', 'dog', 'down', 'sat', 'the']
+    >>> vec.transform(["a cat"]).toarray().round(2)
+    array([[1., 0., 0., 0., 0.]])
+
+    See chapter 9, "Retrieval" (book/09_retrieval.ipynb).
+    """
+
+    def __init__(
+        self,
+        *,
+        lowercase: bool = True,
+        token_pattern: str = r"(?u)\b\w\w+\b",
+        ngram_range: tuple[int, int] = (1, 1),
+        stop_words: str | list[str] | None = None,
+        min_df: float | int = 1,
+        max_df: float | int = 1.0,
+        use_idf: bool = True,
+        smooth_idf: bool = True,
+        sublinear_tf: bool = False,
+        norm: str | None = "l2",
+    ) -> None:
+        self.lowercase = lowercase
+        self.token_pattern = token_pattern
+        self.ngram_range = ngram_range
+        self.stop_words = stop_words
+        self.min_df = min_df
+        self.max_df = max_df
+        self.use_idf = use_idf
+        self.smooth_idf = smooth_idf
+        self.sublinear_tf = sublinear_tf
+        self.norm = norm
+
+    def __repr__(self) -> str:
+        defaults = TfidfVectorizer()
+        changed = [
+            f"{name}={value!r}"
+            for name, value in vars(self).items()
+            if not name.endswith("_") and getattr(defaults, name) != value
+        ]
+        return f"TfidfVectorizer({', '.join(changed)})"
+
+    # ------------------------------------------------------------ analysis
+    def _check_params(self) -> None:
+        min_n, max_n = self.ngram_range
+        if not (1 <= min_n <= max_n):
+            raise ValueError(
+                f"ngram_range={self.ngram_range!r} is invalid; use (min_n, max_n) "
+                "with 1 <= min_n <= max_n"
+            )
+        if self.norm not in ("l1", "l2", None):
+            raise ValueError(f"norm={self.norm!r} is not supported; use 'l2', 'l1' or None")
+        for name in ("min_df", "max_df"):
+            value = getattr(self, name)
+            if isinstance(value, Integral):
+                if value < 0:
+                    raise ValueError(f"{name}={value} must be >= 0")
+            elif not 0.0 <= value <= 1.0:
+                raise ValueError(
+                    f"{name}={value} must be an int (documents) or a float in [0, 1] (fraction)"
+                )
+        if re.compile(self.token_pattern).groups > 1:
+            raise ValueError(
+                f"token_pattern={self.token_pattern!r} has more than one capturing group; "
+                "use at most one"
+            )
+
+    def _stop_words(self) -> frozenset[str]:
+        if self.stop_words is None:
+            return frozenset()
+        if self.stop_words == "english":
+            return ENGLISH_STOP_WORDS
+        if isinstance(self.stop_words, str):
+            raise ValueError(
+                f"stop_words={self.stop_words!r} is not a known list; use 'english', "
+                "a list of words or None"
+            )
+        return frozenset(self.stop_words)
+
+    def build_analyzer(self):
+        """Return the function text -> list of terms (tokens and n-grams)."""
+        self._check_params()
+        pattern = re.compile(self.token_pattern)
+        stop = self._stop_words()
+        min_n, max_n = self.ngram_range
+
+        def analyze(text: str) -> list[str]:
+            if self.lowercase:
+                text = text.lower()
+            tokens = [t for t in pattern.findall(text) if t not in stop]
+            terms = []
+            for n in range(min_n, max_n + 1):
+                terms.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+            return terms
+
+        return analyze
+
+    # ------------------------------------------------------------ counting
+    def _count(self, texts: Iterable[str], vocabulary: dict[str, int] | None):
+        """Term counts as a CSR matrix (rows: texts, columns: vocabulary).
+
+        With ``vocabulary=None`` the vocabulary is grown while counting, in order
+        of first appearance; it is returned with the matrix.
+        """
+        analyze = self.build_analyzer()
+        grow = vocabulary is None
+        vocab: dict[str, int] = {} if grow else vocabulary
+        indptr, indices, values = [0], [], []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"document {i} is a {type(text).__name__}, not a str; pass strings"
+                )
+            counts: dict[int, int] = {}
+            for term, count in Counter(analyze(text)).items():
+                if grow:
+                    column = vocab.setdefault(term, len(vocab))
+                else:
+                    column = vocab.get(term)
+                    if column is None:
+                        continue
+                counts[column] = count
+            indices.extend(counts)
+            values.extend(counts.values())
+            indptr.append(len(indices))
+        shape = (len(indptr) - 1, len(vocab))
+        X = sp.csr_matrix(
+            (np.asarray(values, dtype=np.float64), np.asarray(indices, dtype=np.int64), indptr),
+            shape=shape,
+        )
+        X.sort_indices()
+        return X, vocab
+
+    # ------------------------------------------------------------ fitting
+    def fit(self, raw_documents: Iterable[str], y: None = None) -> TfidfVectorizer:
+        """Learn the vocabulary and the idf of each term; return ``self``."""
+        self._fit(raw_documents)
+        return self
+
+    def fit_transform(self, raw_documents: Iterable[str], y: None = None) -> sp.csr_matrix:
+        """Fit, then return the TF-IDF matrix of the same documents: (n_docs, V)."""
+        counts = self._fit(raw_documents)
+        return self._weight(counts)
+
+    def _fit(self, raw_documents: Iterable[str]) -> sp.csr_matrix:
+        if isinstance(raw_documents, str):
+            raise TypeError("raw_documents is a single str; pass a list of strings")
+        counts, vocab = self._count(raw_documents, None)
+        n_docs = counts.shape[0]
+        if not vocab:
+            raise ValueError(
+                "empty vocabulary: the documents contain no token (or only stop words); "
+                "check token_pattern and stop_words"
+            )
+        # document frequency: in how many rows each column is non-zero
+        df = np.bincount(counts.indices, minlength=counts.shape[1])
+        high = self.max_df if isinstance(self.max_df, Integral) else self.max_df * n_docs
+        low = self.min_df if isinstance(self.min_df, Integral) else self.min_df * n_docs
+        if high < low:
+            raise ValueError(
+                f"max_df={self.max_df!r} corresponds to fewer documents than min_df={self.min_df!r}"
+            )
+        keep = (df >= low) & (df <= high)
+        if not keep.any():
+            raise ValueError(
+                f"no terms remain after min_df={self.min_df!r} and max_df={self.max_df!r}; "
+                "lower min_df or raise max_df"
+            )
+        # columns in alphabetical order of the kept terms
+        terms = sorted(term for term, column in vocab.items() if keep[column])
+        order = np.array([vocab[term] for term in terms], dtype=np.int64)
+        self.vocabulary_ = {term: j for j, term in enumerate(terms)}
+        counts = counts[:, order].tocsr()
+        df = df[order]
+        n, df = (n_docs + 1, df + 1) if self.smooth_idf else (n_docs, df)
+        self.idf_ = np.log(n / df) + 1.0
+        return counts
+
+    # ------------------------------------------------------------ transforming
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "vocabulary_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet; call 'fit' with "
+                "a list of documents before using it"
+            )
+
+    def transform(self, raw_documents: Iterable[str]) -> sp.csr_matrix:
+        """TF-IDF matrix of new documents over the learned vocabulary: (n_docs, V).
+
+        Terms that are not in the vocabulary are ignored.
+        """
+        self._check_fitted()
+        if isinstance(raw_documents, str):
+            raise TypeError("raw_documents is a single str; pass a list of strings")
+        counts, _ = self._count(raw_documents, self.vocabulary_)
+        return self._weight(counts)
+
+    def _weight(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        X = counts.astype(np.float64)
+        if self.sublinear_tf:
+            X.data = np.log(X.data) + 1.0  # 1 + ln tf (tf >= 1 on stored entries)
+        if self.use_idf:
+            X.data *= self.idf_[X.indices]  # column j scaled by idf_j
+        if self.norm is not None:
+            row_norms = _row_norms(X, self.norm)
+            row_norms[row_norms == 0.0] = 1.0  # empty rows stay zero
+            X.data /= np.repeat(row_norms, np.diff(X.indptr))
+        return X
+
+    def get_feature_names_out(self) -> np.ndarray:
+        """The terms, in column order (an object array, like scikit-learn's)."""
+        self._check_fitted()
+        return np.array(list(self.vocabulary_), dtype=object)
+
+
+def _row_norms(X: sp.csr_matrix, norm: str) -> np.ndarray:
+    """L1 or L2 norm of each row of a CSR matrix: (n_rows,)."""
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    values = np.abs(X.data) if norm == "l1" else X.data**2
+    sums = np.bincount(rows, weights=values, minlength=X.shape[0])
+    return sums if norm == "l1" else np.sqrt(sums)
+
+
+def idf(df: np.ndarray | int, n_docs: int, *, smooth: bool = True) -> np.ndarray | float:
+    """The idf of terms that occur in ``df`` of ``n_docs`` documents.
+
+    ``ln((1 + n) / (1 + df)) + 1`` when ``smooth``, else ``ln(n / df) + 1``.
+
+    See chapter 9, "Retrieval" (book/09_retrieval.ipynb).
+    """
+    if smooth:
+        return np.log((1 + n_docs) / (1 + np.asarray(df, dtype=np.float64))) + 1.0
+    return np.log(n_docs / np.asarray(df, dtype=np.float64)) + 1.0
+
