@@ -1,0 +1,98 @@
+"""Training throughput (tokens/s) of the default configuration, and its MFU.
+
+MFU (model FLOPs utilisation) = FLOPs the model needs per token x tokens per
+second / the fp32 matrix-multiply peak measured in the same run. FLOPs per
+token follow the usual estimate for a transformer trained with backprop:
+6 N (forward and backward through every weight, N = parameters without the
+position embeddings) + 12 L T C (attention scores and weighted sums).
+
+Run from the repository root, for example::
+
+    python benchmarks/training/throughput.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from _common import HERE, environment, matmul_peak_gflops, write_results
+
+from slmbook.data import corpus_hash, load_corpus, train_val_split
+from slmbook.model import GPT, GPTConfig
+from slmbook.tokenizers import CharTokenizer
+from slmbook.training import train
+
+
+def flops_per_token(model: GPT) -> float:
+    c = model.config
+    n = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
+    return 6 * n + 12 * c.n_layer * c.block_size * c.n_embd
+
+
+def measure(args: argparse.Namespace, ids: torch.Tensor, vocab: int, variant: str) -> dict:
+    torch.manual_seed(args.seed)
+    config = GPTConfig(vocab_size=vocab, block_size=args.block_size, n_layer=args.n_layer,
+                       n_head=args.n_head, n_embd=args.n_embd)
+    model = GPT(config)
+    optimizer = None
+    if variant == "torch-adamw-fused":  # same maths, torch's fused kernel
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        rest = [p for p in model.parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                                       {"params": rest, "weight_decay": 0.0}],
+                                      lr=1e-3, betas=(0.9, 0.99), fused=True)
+    train_ids, val_ids = train_val_split(ids)
+    steps = args.warmup + args.steps
+    h = train(model, train_ids, val_ids, max_steps=steps, batch_size=args.batch_size,
+              eval_every=steps, eval_batches=1, optimizer=optimizer, progress=False,
+              seed=args.seed)
+    seconds = h.time[-1] - h.time[args.warmup - 1]
+    tokens = h.tokens[-1] - h.tokens[args.warmup - 1]
+    tok_s = tokens / seconds
+    return {"variant": variant, "tokens_per_s": tok_s, "ms_per_step": 1000 * seconds / args.steps,
+            "flops_per_token": flops_per_token(model),
+            "model_gflops": flops_per_token(model) * tok_s / 1e9,
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    p.add_argument("--steps", type=int, default=300, help="timed steps (default: 300)")
+    p.add_argument("--warmup", type=int, default=30, help="untimed steps first (default: 30)")
+    p.add_argument("--batch-size", type=int, default=12)
+    p.add_argument("--block-size", type=int, default=64)
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=128)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--variants", default="default,torch-adamw-fused",
+                   help="comma-separated: default (slmbook AdamW), torch-adamw-fused")
+    p.add_argument("--out", default=str(HERE / "results"), help="folder for throughput.json/.md")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    text = load_corpus()
+    tok = CharTokenizer.fit(text)
+    ids = torch.tensor(tok.encode(text))
+    peak = matmul_peak_gflops()
+    rows = [measure(args, ids, tok.vocab_size, v) for v in args.variants.split(",")]
+    peak_after = matmul_peak_gflops()  # the machine may have become busier meanwhile
+    for r in rows:
+        r["mfu"] = r["model_gflops"] / peak["best_gflops"]
+    result = {"environment": environment(corpus_hash(text)), "config": vars(args),
+              "matmul_peak_gflops": peak, "matmul_peak_gflops_after": peak_after, "runs": rows}
+    md = ["| variant | tokens/s | ms/step | model GFLOP/s | MFU (vs fp32 matmul peak) |",
+          "|---|---:|---:|---:|---:|"]
+    md += [f"| {r['variant']} | {r['tokens_per_s']:,.0f} | {r['ms_per_step']:.1f} | "
+           f"{r['model_gflops']:.1f} | {100 * r['mfu']:.1f}% |" for r in rows]
+    md.append(f"\nfp32 matmul peak: {peak['best_gflops']:.1f} GFLOP/s before, "
+              f"{peak_after['best_gflops']:.1f} after; {rows[0]['parameters']:,} parameters, "
+              f"{rows[0]['flops_per_token']:,.0f} FLOPs per token.")
+    path = write_results("throughput", result, "\n".join(md), args.out)
+    print("\n".join(md))
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()

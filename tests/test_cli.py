@@ -1,0 +1,113 @@
+"""slmbook.cli: the ``slmbook`` command (``train`` and ``generate``).
+
+Covers: ``--help`` documents every option; unknown options, bad values and
+missing or corrupt checkpoints give a message and exit status 2, never a
+traceback; ``train`` then ``generate`` work end to end on a tiny corpus, in
+process and (marked slow) in a subprocess through ``python -m slmbook``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from slmbook import checkpoints
+from slmbook.cli import build_parser, main
+
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8",
+        "--batch-size", "4", "--eval-batches", "2", "--no-progress"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "tiny.txt"
+    path.write_text("the cat sat on the mat.\nthe dog ran to the door.\n" * 20, encoding="utf-8")
+    return path
+
+
+def test_help_explains_every_option(capsys):
+    parser = build_parser()
+    for command in ("train", "generate"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        sub = parser._subparsers._group_actions[0].choices[command]
+        for action in sub._actions:
+            assert action.help, f"{command} {action.option_strings} has no help"
+            for option in action.option_strings:
+                assert option in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["train", "--bogus"], "unrecognized arguments: --bogus"),
+        (["train", "--steps", "0"], "expected a positive integer, got 0"),
+        (["train", "--lr", "fast"], "expected a positive number, got 'fast'"),
+        (["generate"], "the following arguments are required: --checkpoint"),
+        (["generate", "--checkpoint", "nowhere.pt"], "checkpoint 'nowhere.pt' does not exist"),
+        (["train", "--resume", "nowhere.pt"], "checkpoint 'nowhere.pt' does not exist"),
+        (["fly"], "invalid choice: 'fly'"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(argv, match, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+
+
+def test_corrupt_checkpoint_and_bad_corpus_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["generate", "--checkpoint", str(bad)]) == 2
+    assert "cannot load checkpoint" in capsys.readouterr().err
+    assert main(["train", "--corpus", str(tmp_path / "none.txt"), *TINY]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_then_generate_in_process(corpus, tmp_path, capsys):
+    out = tmp_path / "run" / "model.pt"
+    code = main(["train", "--corpus", str(corpus), "--steps", "6", "--eval-every", "3",
+                 "--sample-length", "10", "--out", str(out), *TINY])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "step      6: train loss" in printed and "bits/char" in printed
+    ckpt = checkpoints.load(out)
+    assert ckpt.step == 6 and ckpt.meta["corpus"] == str(corpus)
+    assert main(["generate", "--checkpoint", str(out), "--prompt", "the",
+                 "--max-new-tokens", "12", "--seed", "1"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("the") and len(text.rstrip("\n")) >= 15
+
+
+def test_resume_continues_a_run(corpus, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    common = ["--corpus", str(corpus), "--eval-every", "3", "--sample-length", "0", "--out",
+              str(out), *TINY]
+    assert main(["train", "--steps", "3", *common]) == 0
+    assert main(["train", "--steps", "6", "--resume", str(out), *common]) == 0
+    assert "stopped (max_steps) after 6 steps" in capsys.readouterr().out
+    assert checkpoints.load(out).step == 6
+
+
+@pytest.mark.slow
+def test_python_m_slmbook_end_to_end_in_a_subprocess(corpus, tmp_path):
+    out = tmp_path / "model.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "slmbook", "train", "--corpus", str(corpus), "--steps", "4",
+         "--eval-every", "2", "--sample-length", "0", "--out", str(out), *TINY],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "stopped (max_steps) after 4 steps" in run.stdout
+    run = subprocess.run(
+        [sys.executable, "-m", "slmbook", "generate", "--checkpoint", str(out), "--prompt",
+         "the", "--max-new-tokens", "8"], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("the")
