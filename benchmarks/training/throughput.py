@@ -14,11 +14,14 @@ Run from the repository root, for example::
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 
 import torch
+import torch.nn.functional as F
 from _common import HERE, environment, matmul_peak_gflops, write_results
 
-from slmbook.data import corpus_hash, load_corpus, train_val_split
+from slmbook.data import corpus_hash, get_batch, load_corpus, train_val_split
 from slmbook.model import GPT, GPTConfig
 from slmbook.tokenizers import CharTokenizer
 from slmbook.training import train
@@ -30,11 +33,32 @@ def flops_per_token(model: GPT) -> float:
     return 6 * n + 12 * c.n_layer * c.block_size * c.n_embd
 
 
-def measure(args: argparse.Namespace, ids: torch.Tensor, vocab: int, variant: str) -> dict:
+def bare_loop(model: GPT, train_ids: torch.Tensor, args: argparse.Namespace) -> float:
+    """The in-run reference: a minimal nanoGPT-style loop (no evaluation, no history,
+    no guards), torch's fused AdamW, around the same model. Returns tokens/s."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), fused=True)
+    g = torch.Generator().manual_seed(args.seed)
+    for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            start = time.perf_counter()
+        X, Y = get_batch(train_ids, args.batch_size, args.block_size, generator=g)
+        loss = F.cross_entropy(model(X).flatten(0, 1), Y.flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    return args.batch_size * args.block_size * args.steps / (time.perf_counter() - start)
+
+
+def measure(args: argparse.Namespace, ids: torch.Tensor, vocab: int, variant: str) -> float:
+    """Tokens per second of one timed run of ``variant``."""
     torch.manual_seed(args.seed)
     config = GPTConfig(vocab_size=vocab, block_size=args.block_size, n_layer=args.n_layer,
                        n_head=args.n_head, n_embd=args.n_embd)
     model = GPT(config)
+    train_ids, val_ids = train_val_split(ids)
+    if variant == "bare-loop":
+        return bare_loop(model, train_ids, args)
     optimizer = None
     if variant == "torch-adamw-fused":  # same maths, torch's fused kernel
         decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -42,18 +66,13 @@ def measure(args: argparse.Namespace, ids: torch.Tensor, vocab: int, variant: st
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
                                        {"params": rest, "weight_decay": 0.0}],
                                       lr=1e-3, betas=(0.9, 0.99), fused=True)
-    train_ids, val_ids = train_val_split(ids)
     steps = args.warmup + args.steps
     h = train(model, train_ids, val_ids, max_steps=steps, batch_size=args.batch_size,
               eval_every=steps, eval_batches=1, optimizer=optimizer, progress=False,
               seed=args.seed)
     seconds = h.time[-1] - h.time[args.warmup - 1]
     tokens = h.tokens[-1] - h.tokens[args.warmup - 1]
-    tok_s = tokens / seconds
-    return {"variant": variant, "tokens_per_s": tok_s, "ms_per_step": 1000 * seconds / args.steps,
-            "flops_per_token": flops_per_token(model),
-            "model_gflops": flops_per_token(model) * tok_s / 1e9,
-            "parameters": sum(p.numel() for p in model.parameters())}
+    return tokens / seconds
 
 
 def main() -> None:
@@ -67,8 +86,14 @@ def main() -> None:
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--variants", default="default,torch-adamw-fused",
-                   help="comma-separated: default (slmbook AdamW), torch-adamw-fused")
+    p.add_argument("--variants", default="default,torch-adamw-fused,bare-loop",
+                   help="comma-separated: default (train() with slmbook AdamW), "
+                   "torch-adamw-fused (train() with torch's fused AdamW), bare-loop (a minimal "
+                   "nanoGPT-style loop with torch's fused AdamW around the same model: the "
+                   "in-run reference)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="the variants take turns this many times; each reports its median "
+                   "(default: 3)")
     p.add_argument("--out", default=str(HERE / "results"), help="folder for throughput.json/.md")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -76,16 +101,33 @@ def main() -> None:
     tok = CharTokenizer.fit(text)
     ids = torch.tensor(tok.encode(text))
     peak = matmul_peak_gflops()
-    rows = [measure(args, ids, tok.vocab_size, v) for v in args.variants.split(",")]
+    variants = args.variants.split(",")
+    samples: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(args.rounds):  # interleaved, so that a noisy neighbour hits every variant
+        for v in variants:
+            samples[v].append(measure(args, ids, tok.vocab_size, v))
     peak_after = matmul_peak_gflops()  # the machine may have become busier meanwhile
-    for r in rows:
-        r["mfu"] = r["model_gflops"] / peak["best_gflops"]
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=args.block_size,
+                          n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd))
+    fpt = flops_per_token(model)
+    reference = statistics.median(samples[variants[-1]])
+    rows = []
+    for v in variants:
+        tok_s = statistics.median(samples[v])
+        rows.append({"variant": v, "tokens_per_s": tok_s, "samples": samples[v],
+                     "ms_per_step": 1000 * args.batch_size * args.block_size / tok_s,
+                     "flops_per_token": fpt, "model_gflops": fpt * tok_s / 1e9,
+                     "mfu": fpt * tok_s / 1e9 / peak["best_gflops"],
+                     "vs_last_variant": tok_s / reference,
+                     "parameters": sum(p.numel() for p in model.parameters())})
     result = {"environment": environment(corpus_hash(text)), "config": vars(args),
               "matmul_peak_gflops": peak, "matmul_peak_gflops_after": peak_after, "runs": rows}
-    md = ["| variant | tokens/s | ms/step | model GFLOP/s | MFU (vs fp32 matmul peak) |",
-          "|---|---:|---:|---:|---:|"]
+    md = [f"| variant | tokens/s (median of {args.rounds}) | ms/step | model GFLOP/s | "
+          f"MFU (vs fp32 matmul peak) | vs {variants[-1]} |",
+          "|---|---:|---:|---:|---:|---:|"]
     md += [f"| {r['variant']} | {r['tokens_per_s']:,.0f} | {r['ms_per_step']:.1f} | "
-           f"{r['model_gflops']:.1f} | {100 * r['mfu']:.1f}% |" for r in rows]
+           f"{r['model_gflops']:.1f} | {100 * r['mfu']:.1f}% | {r['vs_last_variant']:.2f} |"
+           for r in rows]
     md.append(f"\nfp32 matmul peak: {peak['best_gflops']:.1f} GFLOP/s before, "
               f"{peak_after['best_gflops']:.1f} after; {rows[0]['parameters']:,} parameters, "
               f"{rows[0]['flops_per_token']:,.0f} FLOPs per token.")
