@@ -26,7 +26,7 @@ from typing import Any
 __all__ = ["build_parser", "main"]
 
 _EPILOG_TRAIN = """\
-The defaults (4 layers, 4 heads, width 128, context 64, batch 12, 3000 steps)
+The defaults (4 layers, 4 heads, width 128, context 64, batch 12, 2000 steps)
 take about two minutes on 2 CPU cores. Ctrl-C stops at the end of the current
 step and saves a checkpoint that --resume continues exactly."""
 
@@ -71,8 +71,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="context length in characters (default: 64)")
     m.add_argument("--dropout", type=float, default=0.0, help="dropout rate in [0, 1) (default: 0)")
     t = p.add_argument_group("training")
-    t.add_argument("--steps", type=_positive_int, default=3000,
-                   help="optimisation steps (default: 3000)")
+    t.add_argument("--steps", type=_positive_int, default=2000,
+                   help="optimisation steps (default: 2000)")
     t.add_argument("--batch-size", type=_positive_int, default=12,
                    help="windows per step (default: 12)")
     t.add_argument("--lr", type=_positive_float, default=1e-3,
