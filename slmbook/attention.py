@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slmbook.inference import evaluating
+
 if TYPE_CHECKING:
     from slmbook.model import GPTConfig
 
@@ -142,7 +144,6 @@ class CausalSelfAttention(nn.Module):
         return f"n_head={self.n_head}, attention={self.attention!r}"
 
 
-@torch.no_grad()
 def attention_maps(model: nn.Module, idx: torch.Tensor) -> list[torch.Tensor]:
     """Run ``model`` on ``idx`` and collect every attention layer's weights.
 
@@ -175,12 +176,10 @@ def attention_maps(model: nn.Module, idx: torch.Tensor) -> list[torch.Tensor]:
         maps.append(module.attention_weights(inputs[0]))
 
     handles = [layer.register_forward_hook(record) for layer in layers]
-    was_training = model.training
     try:
-        model.eval()
-        model(idx)
+        with evaluating(model):
+            model(idx)
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     return maps

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from slmbook.inference import evaluating
+
 __all__ = ["generate", "generate_ids", "next_token_probs"]
 
 
@@ -47,7 +49,6 @@ def _block_size(model: nn.Module) -> int | None:
     return getattr(getattr(model, "config", None), "block_size", None)
 
 
-@torch.no_grad()
 def next_token_probs(
     model: nn.Module,
     idx: torch.Tensor,
@@ -73,18 +74,13 @@ def next_token_probs(
     See chapter 3, "The forward pass" (book/03_forward.ipynb).
     """
     _check_sampling(temperature, top_k)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         block_size = _block_size(model)
         context = idx if block_size is None else idx[:, -block_size:]  # (B, <= block_size)
         logits = model(context)[:, -1, :]  # (B, V): scores for the token after the context
-    finally:
-        model.train(was_training)
     return torch.softmax(_scale_logits(logits, temperature, top_k), dim=-1)  # (B, V)
 
 
-@torch.no_grad()
 def generate_ids(
     model: nn.Module,
     idx: torch.Tensor,
@@ -132,17 +128,13 @@ def generate_ids(
             "use idx[None] for a single sequence"
         )
     block_size = _block_size(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         for _ in range(max_new_tokens):
             context = idx if block_size is None else idx[:, -block_size:]  # (B, <= block_size)
             logits = model(context)[:, -1, :]  # (B, V)
             probs = torch.softmax(_scale_logits(logits, temperature, top_k), dim=-1)  # (B, V)
             nxt = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
             idx = torch.cat([idx, nxt], dim=1)  # (B, T + 1)
-    finally:
-        model.train(was_training)
     return idx
 
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from slmbook.inference import evaluating
+
 __all__ = [
     "INIT_SCHEMES",
     "ActivationStats",
@@ -205,7 +207,6 @@ def _default_modules(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n and not list(m.children())]
 
 
-@torch.no_grad()
 def activation_stats(
     model: nn.Module,
     idx: torch.Tensor,
@@ -248,12 +249,10 @@ def activation_stats(
         return hook
 
     handles = [lookup[n].register_forward_hook(hook_for(n)) for n in names]
-    was_training = model.training
     try:
-        model.eval()
-        model(idx)
+        with evaluating(model):
+            model(idx)
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     stats = {}

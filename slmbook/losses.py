@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from slmbook.data import iter_batches
+from slmbook.inference import evaluating
 
 __all__ = [
     "bits_per_char",
@@ -263,10 +264,6 @@ def bits_per_char(loss: float | torch.Tensor, n_tokens: int, n_chars: int) -> fl
     return bits_per_token(loss) * n_tokens / n_chars
 
 
-def _module_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
-    return [(m, m.training) for m in model.modules()]
-
-
 def estimate_loss(
     model: nn.Module,
     data: torch.Tensor | Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -329,22 +326,16 @@ def estimate_loss(
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
 
-    modes = _module_modes(model)
-    model.eval()
     total = torch.zeros((), dtype=torch.float64)
     count = 0
-    try:
-        with torch.no_grad():
-            for i, (x, y) in enumerate(batches):
-                if max_batches is not None and i >= max_batches:
-                    break
-                logits = model(x.to(device))  # (B, T, V)
-                y = y.to(device)
-                total += cross_entropy(logits, y, reduction="sum").double().cpu()
-                count += int((y != -100).sum())
-    finally:
-        for module, was_training in modes:
-            module.training = was_training
+    with evaluating(model):
+        for i, (x, y) in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            logits = model(x.to(device))  # (B, T, V)
+            y = y.to(device)
+            total += cross_entropy(logits, y, reduction="sum").double().cpu()
+            count += int((y != -100).sum())
     if count == 0:
         raise ValueError("no target was scored (empty data, or every target is -100)")
     return float(total) / count

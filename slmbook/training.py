@@ -154,14 +154,9 @@ class SampleCallback(Callback):
     def on_eval(self, history: History, model: nn.Module) -> None:
         from slmbook.generate import generate
 
-        was_training = model.training
-        model.eval()
-        try:
-            text = generate(model, self.tokenizer, self.prompt, self.max_new_tokens,
-                            temperature=self.temperature, top_k=self.top_k,
-                            generator=torch.Generator().manual_seed(self.seed))
-        finally:
-            model.train(was_training)
+        text = generate(model, self.tokenizer, self.prompt, self.max_new_tokens,
+                        temperature=self.temperature, top_k=self.top_k,
+                        generator=torch.Generator().manual_seed(self.seed))
         step = history.steps[-1] if history.steps else 0
         history.samples.append([step, text])
         if self.echo:

@@ -1,0 +1,29 @@
+"""slmbook.inference.evaluating: eval mode and no gradients, every mode restored."""
+
+import pytest
+import torch
+from torch import nn
+
+from slmbook.inference import evaluating
+
+
+def test_eval_mode_and_no_grad_inside_then_modes_restored():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5), nn.Dropout(0.5))
+    model[2].eval()  # a submodule deliberately left in eval mode
+    before = [m.training for m in model.modules()]
+    with evaluating(model) as m:
+        assert m is model
+        assert not any(mod.training for mod in model.modules())
+        out = model(torch.ones(2, 3))
+        assert not out.requires_grad
+        assert torch.equal(out, model(torch.ones(2, 3)))  # dropout is off
+    assert [m.training for m in model.modules()] == before
+    assert torch.is_grad_enabled()
+
+
+def test_modes_restored_when_the_block_raises():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1))
+    with pytest.raises(RuntimeError, match="boom"), evaluating(model):
+        raise RuntimeError("boom")
+    assert all(m.training for m in model.modules())
+    assert torch.is_grad_enabled()
