@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slmbook.inference import evaluating
+from slmbook.inference import forward_with_hooks
 
 if TYPE_CHECKING:
     from slmbook.model import GPTConfig
@@ -175,11 +175,5 @@ def attention_maps(model: nn.Module, idx: torch.Tensor) -> list[torch.Tensor]:
     def record(module: CausalSelfAttention, inputs: tuple, output: torch.Tensor) -> None:
         maps.append(module.attention_weights(inputs[0]))
 
-    handles = [layer.register_forward_hook(record) for layer in layers]
-    try:
-        with evaluating(model):
-            model(idx)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, idx, [(layer, record) for layer in layers])
     return maps

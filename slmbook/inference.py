@@ -9,13 +9,13 @@ See chapter 3, "The forward pass" (book/03_forward.ipynb).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-__all__ = ["evaluating"]
+__all__ = ["evaluating", "forward_with_hooks"]
 
 
 @contextmanager
@@ -44,3 +44,27 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, was_training in modes:
             module.training = was_training
+
+
+Hook = Callable[[nn.Module, tuple, torch.Tensor], None]
+
+
+def forward_with_hooks(
+    model: nn.Module, idx: torch.Tensor, hooks: Sequence[tuple[nn.Module, Hook]]
+) -> torch.Tensor:
+    """Run ``model(idx)`` under :func:`evaluating` with forward hooks attached.
+
+    Each ``(module, hook)`` pair is registered with ``register_forward_hook``
+    and removed afterwards, even if the forward pass raises. Returns the
+    model's output. Used to look inside a model (attention maps, activation
+    statistics) without changing it.
+
+    See chapter 2, "Parameters and initialization" (book/02_parameters.ipynb).
+    """
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    try:
+        with evaluating(model):
+            return model(idx)
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from slmbook.inference import evaluating
+from slmbook.inference import forward_with_hooks
 
 __all__ = [
     "INIT_SCHEMES",
@@ -248,13 +248,7 @@ def activation_stats(
 
         return hook
 
-    handles = [lookup[n].register_forward_hook(hook_for(n)) for n in names]
-    try:
-        with evaluating(model):
-            model(idx)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, idx, [(lookup[n], hook_for(n)) for n in names])
     stats = {}
     for name in names:
         flat = outputs[name]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from slmbook.inference import evaluating
+from slmbook.inference import evaluating, forward_with_hooks
 
 
 def test_eval_mode_and_no_grad_inside_then_modes_restored():
@@ -27,3 +27,21 @@ def test_modes_restored_when_the_block_raises():
         raise RuntimeError("boom")
     assert all(m.training for m in model.modules())
     assert torch.is_grad_enabled()
+
+
+def test_forward_with_hooks_records_and_removes_its_hooks():
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    seen = []
+    out = forward_with_hooks(model, torch.ones(1, 2), [(model[0], lambda m, i, o: seen.append(o))])
+    assert len(seen) == 1 and seen[0].shape == (1, 3)
+    assert torch.equal(out, torch.relu(seen[0]))
+    model(torch.ones(1, 2))
+    assert len(seen) == 1  # the hook is gone
+    assert not model[0]._forward_hooks
+
+
+def test_forward_with_hooks_removes_hooks_when_the_forward_pass_fails():
+    model = nn.Linear(2, 2)
+    with pytest.raises(RuntimeError):
+        forward_with_hooks(model, torch.ones(1, 5), [(model, lambda m, i, o: None)])
+    assert not model._forward_hooks and model.training
