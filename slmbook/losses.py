@@ -32,7 +32,11 @@ from torch import nn
 from slmbook.data import iter_batches
 from slmbook.inference import evaluating
 
+IGNORE_INDEX = -100
+"""A target equal to this is not scored (torch's convention): the one definition in slmbook."""
+
 __all__ = [
+    "IGNORE_INDEX",
     "bits_per_char",
     "bits_per_token",
     "check_logits_targets",
@@ -81,7 +85,7 @@ def log_softmax(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 def check_logits_targets(
-    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX
 ) -> None:
     """Raise a clear error unless logits (..., V) and targets (...) fit together.
 
@@ -125,7 +129,7 @@ def cross_entropy(
     logits: torch.Tensor,
     targets: torch.Tensor,
     *,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
@@ -335,7 +339,7 @@ def estimate_loss(
             logits = model(x.to(device))  # (B, T, V)
             y = y.to(device)
             total += cross_entropy(logits, y, reduction="sum").double().cpu()
-            count += int((y != -100).sum())
+            count += int((y != IGNORE_INDEX).sum())
     if count == 0:
         raise ValueError("no target was scored (empty data, or every target is -100)")
     return float(total) / count
