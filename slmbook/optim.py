@@ -10,8 +10,14 @@ implementation operation for operation, so the parameters match
 - SGD's momentum buffer starts as the first gradient (not as zero);
 - Adam divides by the bias corrections, then adds ``eps``;
 - AdamW shrinks the weights *before* the Adam update, by ``lr * weight_decay``;
-- ``state["step"]`` is a 0-d float tensor, as in torch, so state dicts can be
-  exchanged with ``torch.optim.Adam``/``AdamW`` in both directions.
+- ``state["step"]`` is a 0-d float32 tensor (float64 under a float64
+  default), as in torch, so state dicts can be exchanged with
+  ``torch.optim.Adam``/``AdamW`` in both directions, and the step count stays
+  exact under a bfloat16 default dtype (bfloat16 cannot count past 256);
+- Adam treats a complex parameter as its real and imaginary parts (a real
+  view, ``torch.view_as_real``), so each part gets its own second moment;
+  SGD's update is linear and works on complex tensors directly;
+- ``betas`` may be one-element tensors; they are squeezed to 0-d tensors.
 
 Differences from torch, on purpose: ``eps`` must be strictly positive, the
 error messages say how to fix the mistake, and ``load_state_dict`` refuses a
@@ -128,6 +134,23 @@ class _Optimizer(torch.optim.Optimizer):
                     f"but the parameter has shape {tuple(p.shape)}: the state dict "
                     "belongs to another model"
                 )
+
+
+def _step_dtype() -> torch.dtype:
+    """The dtype of Adam's step counter: float64 under a float64 default, else float32 (torch's)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def _to_scalar(value: float | torch.Tensor, what: str) -> float | torch.Tensor:
+    """A one-element tensor hyper-parameter becomes a 0-d tensor; a number stays a number."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"Tensor {what} must have one element, got shape {tuple(value.shape)}; "
+                "pass a float or a one-element tensor"
+            )
+        return value.squeeze() if value.dim() != 0 else value
+    return value
 
 
 def _check_non_negative(value: float, what: str) -> None:
@@ -256,7 +279,7 @@ class Adam(_Optimizer):
     params : iterable of tensors or of dicts (parameter groups)
     lr : float, default 1e-3
     betas : (float, float), default (0.9, 0.999)
-        Each in [0, 1).
+        Each in [0, 1); two floats or two one-element tensors.
     eps : float, default 1e-8
         Must be > 0.
     weight_decay : float, default 0
@@ -282,9 +305,17 @@ class Adam(_Optimizer):
         *,
         maximize: bool = False,
     ) -> None:
+        betas = tuple(betas)
+        if len(betas) == 2:
+            if isinstance(betas[0], torch.Tensor) != isinstance(betas[1], torch.Tensor):
+                raise ValueError(
+                    f"betas must be both floats or both tensors, got {betas}; "
+                    "convert both the same way"
+                )
+            betas = tuple(_to_scalar(b, f"betas[{i}]") for i, b in enumerate(betas))
         defaults = dict(
             lr=lr,
-            betas=tuple(betas),
+            betas=betas,
             eps=eps,
             weight_decay=weight_decay,
             amsgrad=amsgrad,
@@ -331,7 +362,7 @@ class Adam(_Optimizer):
     def _init_state(self, p: torch.Tensor, amsgrad: bool) -> dict[str, Any]:
         state = self.state[p]
         if len(state) == 0:  # lazily, on the parameter's first update
-            state["step"] = torch.tensor(0.0)  # a tensor, like torch's
+            state["step"] = torch.tensor(0.0, dtype=_step_dtype())  # float32, like torch's
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             if amsgrad:
@@ -366,11 +397,17 @@ class Adam(_Optimizer):
                     else:
                         g = g.add(p, alpha=wd)  # Adam: L2 term goes through the moments
                 m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.lerp_(g, 1 - beta1)  # m ← β1 m + (1-β1) g
+                vmax = state.get("max_exp_avg_sq")
+                if torch.is_complex(p):  # real and imaginary parts as separate numbers
+                    p, g, m, v = (torch.view_as_real(x) for x in (p, g, m, v))
+                    if vmax is not None:
+                        vmax = torch.view_as_real(vmax)
+                b1 = beta1.to(p.device, p.dtype) if torch.is_tensor(beta1) else beta1
+                m.lerp_(g, 1 - b1)  # m ← β1 m + (1-β1) g
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v ← β2 v + (1-β2) g²
                 if group["amsgrad"]:
-                    torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-                    v = state["max_exp_avg_sq"]
+                    torch.maximum(vmax, v, out=vmax)
+                    v = vmax
                 bias_correction1 = 1 - beta1**t
                 bias_correction2_sqrt = (1 - beta2**t) ** 0.5
                 denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)  # eps after correction
