@@ -1,4 +1,4 @@
-"""Evaluating retrieval: question sets for the default corpus, recall@k and MRR.
+"""Question sets for evaluating retrieval on the default corpus.
 
 Two kinds of queries, each with the labels of what should come back:
 
@@ -13,6 +13,8 @@ Two kinds of queries, each with the labels of what should come back:
   ``remove=True`` (the default) the sentence is cut out of the passage that
   gets indexed, so the retriever cannot simply find the exact words again.
 
+The measures themselves (recall@k, MRR, ...) are in :mod:`slmbook.metrics`.
+
 See chapter 9, "Retrieval" (book/09_retrieval.ipynb).
 """
 
@@ -22,25 +24,14 @@ import dataclasses
 import json
 import random
 import re
-from collections.abc import Collection, Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING
 
-import numpy as np
+from slmbook._checks import non_negative_int, positive_int
+from slmbook.passages import Passage
 
-if TYPE_CHECKING:
-    from slmbook.retrieval import Passage, TfidfRetriever
-
-
-__all__ = [
-    "Question",
-    "evaluate",
-    "heldout_sentences",
-    "load_questions",
-    "mean_reciprocal_rank",
-    "recall_at_k",
-]
+__all__ = ["Question", "heldout_sentences", "load_questions"]
 
 QUESTIONS_VERSION = 1
 
@@ -105,7 +96,7 @@ def heldout_sentences(
     Parameters
     ----------
     passages:
-        The collection, e.g. from :func:`slmbook.retrieval.split_passages`.
+        The collection, e.g. from :func:`slmbook.passages.split_passages`.
     n:
         Keep at most ``n`` queries (a seeded sample), or all with ``None``.
     min_words:
@@ -123,8 +114,10 @@ def heldout_sentences(
 
     See chapter 9, "Retrieval" (book/09_retrieval.ipynb).
     """
-    if min_words < 1:
-        raise ValueError(f"min_words={min_words} must be at least 1")
+    min_words = positive_int("min_words", min_words)
+    n = non_negative_int("n", n, allow_none=True)
+    if isinstance(passages, str) or not isinstance(passages, Sequence):
+        raise TypeError(f"passages must be a list of Passage, not {type(passages).__name__}")
     rng = random.Random(seed)
     out_passages, questions = [], []
     for p in passages:
@@ -142,85 +135,3 @@ def heldout_sentences(
     if n is not None and n < len(questions):
         questions = [questions[i] for i in sorted(rng.sample(range(len(questions)), n))]
     return out_passages, questions
-
-
-# ---------------------------------------------------------------- evaluation
-def _check_eval(retrieved: Sequence, relevant: Sequence, k: int | None) -> None:
-    if len(retrieved) != len(relevant):
-        raise ValueError(
-            f"retrieved has {len(retrieved)} queries but relevant has {len(relevant)}; "
-            "pass one list of results and one set of relevant labels per query"
-        )
-    if len(retrieved) == 0:
-        raise ValueError("no queries to evaluate")
-    if k is not None and k <= 0:
-        raise ValueError(f"k={k} must be a positive number of results")
-
-
-def recall_at_k(
-    retrieved: Sequence[Sequence[Hashable]], relevant: Sequence[Collection[Hashable]], k: int
-) -> float:
-    """Fraction of queries with at least one relevant item among their first ``k`` results.
-
-    This is recall@k as used for question answering retrieval (also called
-    top-k accuracy or hit rate): a question counts as answered when one
-    passage that answers it is retrieved.
-
-    Parameters
-    ----------
-    retrieved:
-        For each query, its results' labels (passage ids or sources), best first.
-    relevant:
-        For each query, the labels that count as relevant.
-
-    See chapter 9, "Retrieval" (book/09_retrieval.ipynb).
-    """
-    _check_eval(retrieved, relevant, k)
-    hits = [any(r in set(rel) for r in res[:k]) for res, rel in zip(retrieved, relevant, strict=True)]
-    return float(np.mean(hits))
-
-
-def mean_reciprocal_rank(
-    retrieved: Sequence[Sequence[Hashable]],
-    relevant: Sequence[Collection[Hashable]],
-    *,
-    k: int | None = None,
-) -> float:
-    """Mean over queries of ``1 / rank`` of the first relevant result (0 if none in the top ``k``).
-
-    See chapter 9, "Retrieval" (book/09_retrieval.ipynb).
-    """
-    _check_eval(retrieved, relevant, k)
-    total = 0.0
-    for res, rel in zip(retrieved, relevant, strict=True):
-        rel = set(rel)
-        for rank, label in enumerate(res[:k] if k else res, start=1):
-            if label in rel:
-                total += 1.0 / rank
-                break
-    return total / len(retrieved)
-
-
-def evaluate(
-    retriever: TfidfRetriever,
-    queries: Sequence[str],
-    relevant: Sequence[Collection[str]],
-    *,
-    ks: Sequence[int] = (1, 5, 10),
-    label: str = "source",
-) -> dict[str, float]:
-    """Recall@k for each ``k`` in ``ks`` and MRR (over the top ``max(ks)``) of a retriever.
-
-    ``label`` is the :class:`Hit` field compared with ``relevant``:
-    ``"source"`` (topics) or ``"passage_id"``.
-
-    See chapter 9, "Retrieval" (book/09_retrieval.ipynb).
-    """
-    if label not in ("source", "passage_id"):
-        raise ValueError(f"label={label!r} must be 'source' or 'passage_id'")
-    depth = max(ks)
-    hits = retriever.search_batch(list(queries), depth)
-    labels = [[getattr(h, label) for h in row] for row in hits]
-    out = {f"recall@{k}": recall_at_k(labels, relevant, k) for k in ks}
-    out["mrr"] = mean_reciprocal_rank(labels, relevant, k=depth)
-    return out

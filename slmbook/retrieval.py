@@ -1,18 +1,17 @@
-r"""Retrieval: passages, a TF-IDF retriever, and how to measure it.
+r"""Retrieval: the ``Retriever`` protocol and a TF-IDF retriever.
 
 The first half of retrieval-augmented generation: given a question, find the
-passages that help answer it.
+passages (:mod:`slmbook.passages`) that help answer it.
 
-1. :func:`split_passages` cuts documents into passages of at most ``max_words``
-   words, along paragraph boundaries where it can, each overlapping the
-   previous one by ``overlap`` words so that no sentence is lost at a cut.
-2. :class:`TfidfRetriever` turns every passage into an L2-normalised TF-IDF
-   row; the score of a passage for a query is the dot product of their rows,
-   i.e. their cosine similarity, and :meth:`TfidfRetriever.search` returns the
-   ``k`` best as :class:`Hit` objects.
-3. :func:`recall_at_k` and :func:`mean_reciprocal_rank` (defined in
-   :mod:`slmbook.evalsets`) measure how often and how high a relevant passage
-   comes back.
+* A :class:`Retriever` is anything with ``search(query, k)`` and
+  ``search_batch(queries, k)`` returning :class:`Hit` objects, best first.
+  The RAG pipeline and :func:`slmbook.metrics.evaluate` accept any of them.
+* :class:`TfidfRetriever` turns every passage into an L2-normalised TF-IDF
+  row; the score of a passage for a query is the dot product of their rows,
+  i.e. their cosine similarity.
+
+scikit-learn and scipy are imported when a retriever is first fitted or
+loaded, not when :mod:`slmbook` is imported.
 
 Taught in chapter 9, "Retrieval" (book/09_retrieval.ipynb).
 """
@@ -21,131 +20,72 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-import scipy.sparse as sp
-from sklearn.exceptions import NotFittedError
 
-# the measures live with the evaluation sets; re-exported here for convenience
-from slmbook.evalsets import evaluate, mean_reciprocal_rank, recall_at_k
-from slmbook.tfidf import TfidfVectorizer
+from slmbook._checks import positive_int
+from slmbook.passages import Passage
 
-__all__ = [
-    "FORMAT_VERSION",
-    "Hit",
-    "Passage",
-    "TfidfRetriever",
-    "evaluate",
-    "format_hits",
-    "mean_reciprocal_rank",
-    "recall_at_k",
-    "split_passages",
-]
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+__all__ = ["FORMAT_VERSION", "Hit", "Retriever", "TfidfRetriever", "format_hits"]
 
 FORMAT_VERSION = 1
 """Version of the file written by :meth:`TfidfRetriever.save`."""
 
-DEFAULT_OPTIONS: dict[str, Any] = {"stop_words": "english", "sublinear_tf": True}
-"""Vectorizer options used unless the caller overrides them (chapter 9 measures why)."""
-
 BACKENDS = ("sklearn", "scratch")
 
 
-# ---------------------------------------------------------------- passages
 @dataclass(frozen=True)
-class Passage:
-    """A piece of a document: ``id`` is ``"<source>#<n>"``, the n-th passage of ``source``."""
-
-    id: str
-    text: str
-    source: str
-
-
-def split_passages(
-    documents: Mapping[str, str] | Sequence[str], *, max_words: int = 120, overlap: int = 20
-) -> list[Passage]:
-    """Cut documents into passages of at most ``max_words`` words.
-
-    A passage ends at the end of a paragraph (a blank line) when that keeps at
-    least half the budget, otherwise it is cut after ``max_words`` words. The
-    next passage starts ``overlap`` words before the previous one ended.
-    Whitespace inside a paragraph is collapsed to single spaces.
-
-    Parameters
-    ----------
-    documents:
-        ``{source: text}`` (e.g. :func:`slmbook.data.load_documents`) or a list
-        of texts (their sources are ``"0"``, ``"1"``, ...).
-    max_words:
-        Word budget of a passage (>= 1).
-    overlap:
-        Words shared by consecutive passages of one document (``0 <= overlap < max_words``).
-
-    Returns
-    -------
-    list[Passage]
-        In document order; empty documents give no passage.
+class Hit:
+    """One search result: the passage's id, its score (higher is better), text and source.
 
     See chapter 9, "Retrieval" (book/09_retrieval.ipynb).
     """
-    if max_words < 1:
-        raise ValueError(f"max_words={max_words} must be at least 1")
-    if not 0 <= overlap < max_words:
-        raise ValueError(f"overlap={overlap} must satisfy 0 <= overlap < max_words={max_words}")
-    if not isinstance(documents, Mapping):
-        documents = {str(i): text for i, text in enumerate(documents)}
-    passages = []
-    for source, text in documents.items():
-        if not isinstance(text, str):
-            raise TypeError(f"document {source!r} is a {type(text).__name__}, not a str")
-        chunks = _split_words(text, max_words, overlap)
-        passages.extend(Passage(f"{source}#{n}", chunk, source) for n, chunk in enumerate(chunks))
-    return passages
-
-
-def _split_words(text: str, max_words: int, overlap: int) -> list[str]:
-    words, para = [], []  # para[i]: paragraph number of words[i]
-    for p, paragraph in enumerate(re.split(r"\n\s*\n", text)):
-        split = paragraph.split()
-        words.extend(split)
-        para.extend([p] * len(split))
-    # ends[i] is True where a paragraph ends just before word i
-    ends = [i for i in range(1, len(words) + 1) if i == len(words) or para[i] != para[i - 1]]
-    chunks, start = [], 0
-    while start < len(words):
-        limit = start + max_words
-        fitting = [e for e in ends if start + max_words // 2 <= e <= limit]
-        end = fitting[-1] if fitting else min(limit, len(words))
-        chunks.append(_join(words[start:end], para[start:end]))
-        if end == len(words):
-            break
-        start = max(end - overlap, start + 1)
-    return chunks
-
-
-def _join(words: list[str], para: list[int]) -> str:
-    out = [words[0]]
-    for i in range(1, len(words)):
-        out.append("\n\n" if para[i] != para[i - 1] else " ")
-        out.append(words[i])
-    return "".join(out)
-
-
-# ---------------------------------------------------------------- retriever
-@dataclass(frozen=True)
-class Hit:
-    """One search result: the passage's id, its cosine score, text and source."""
 
     passage_id: str
     score: float
     text: str
     source: str | None
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """What every retriever offers: the ``k`` best passages for a query, as :class:`Hit` objects.
+
+    ``search(query, k)`` returns at most ``k`` hits, best first;
+    ``search_batch(queries, k)`` returns one such list per query. A class
+    need not inherit from ``Retriever``: having both methods is enough
+    (``isinstance(obj, Retriever)`` checks that they exist).
+
+    Examples
+    --------
+    >>> isinstance(TfidfRetriever(), Retriever)
+    True
+
+    See chapter 9, "Retrieval" (book/09_retrieval.ipynb).
+    """
+
+    def search(self, query: str, k: int = 5) -> list[Hit]:
+        """The ``k`` best passages for ``query``, best first."""
+        ...
+
+    def search_batch(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]:
+        """:meth:`search` for each of ``queries``."""
+        ...
+
+
+def _not_fitted_error(message: str) -> Exception:
+    """scikit-learn's ``NotFittedError`` (imported only when it is raised)."""
+    from sklearn.exceptions import NotFittedError
+
+    return NotFittedError(message)
 
 
 class TfidfRetriever:
@@ -156,19 +96,20 @@ class TfidfRetriever:
     backend:
         ``"sklearn"`` (scikit-learn's ``TfidfVectorizer``) or ``"scratch"``
         (:class:`slmbook.tfidf.TfidfVectorizer`); both give the same matrix.
-    **options:
-        Vectorizer options, on top of ``DEFAULT_OPTIONS``
-        (``stop_words="english", sublinear_tf=True``). ``norm`` stays ``"l2"``
-        so that scores are cosines.
+    lowercase, token_pattern, ngram_range, stop_words, min_df, max_df, use_idf, smooth_idf, sublinear_tf:
+        The vectorizer's options, as in scikit-learn's ``TfidfVectorizer``.
+        The defaults differ from it in two places that chapter 9 measures:
+        English stop words are dropped and term frequencies are damped
+        (``sublinear_tf=True``). The norm is always L2, so scores are cosines.
 
     Notes
     -----
     * ``search`` before ``fit`` raises ``NotFittedError``; ``fit([])`` raises ``ValueError``.
     * A query with no term of the vocabulary (empty, only stop words, only
       unknown words) returns ``[]``: nothing can be ranked.
-    * ``k <= 0`` raises ``ValueError``; otherwise ``min(k, n_passages)`` hits
-      come back, best first, ties broken by passage order; passages that
-      share no term with the query score 0 and come last.
+    * ``k`` must be an int >= 1; ``min(k, n_passages)`` hits come back, best
+      first, ties broken by passage order; passages that share no term with
+      the query score 0 and come last.
 
     Examples
     --------
@@ -179,14 +120,35 @@ class TfidfRetriever:
     See chapter 9, "Retrieval" (book/09_retrieval.ipynb).
     """
 
-    def __init__(self, *, backend: str = "sklearn", **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        backend: str = "sklearn",
+        lowercase: bool = True,
+        token_pattern: str = r"(?u)\b\w\w+\b",
+        ngram_range: tuple[int, int] = (1, 1),
+        stop_words: str | Sequence[str] | None = "english",
+        min_df: float | int = 1,
+        max_df: float | int = 1.0,
+        use_idf: bool = True,
+        smooth_idf: bool = True,
+        sublinear_tf: bool = True,
+    ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is unknown; use 'sklearn' or 'scratch'")
-        if options.get("norm", "l2") != "l2":
-            raise ValueError(f"norm={options['norm']!r}: the retriever needs norm='l2' (cosine)")
         self.backend = backend
-        self.options = {**DEFAULT_OPTIONS, **options}
-        self._make_vectorizer()  # fail early on an unknown option
+        self.options: dict[str, Any] = {
+            "lowercase": lowercase,
+            "token_pattern": token_pattern,
+            "ngram_range": tuple(ngram_range),
+            "stop_words": stop_words if stop_words is None or isinstance(stop_words, str)
+            else list(stop_words),
+            "min_df": min_df,
+            "max_df": max_df,
+            "use_idf": use_idf,
+            "smooth_idf": smooth_idf,
+            "sublinear_tf": sublinear_tf,
+        }  # the keyword arguments above, as saved with the index
 
     def __repr__(self) -> str:
         size = f", n_passages={len(self.ids_)}" if hasattr(self, "ids_") else ""
@@ -198,32 +160,21 @@ class TfidfRetriever:
 
     def _make_vectorizer(self):
         if self.backend == "scratch":
-            return TfidfVectorizer(**self.options)
+            from slmbook.tfidf import TfidfVectorizer
+
+            return TfidfVectorizer(**self.options, norm="l2")
         from sklearn.feature_extraction.text import TfidfVectorizer as SkTfidfVectorizer
 
-        return SkTfidfVectorizer(**self.options)
+        return SkTfidfVectorizer(**self.options, norm="l2")
 
     def fit(self, passages: Sequence[str | Passage]) -> TfidfRetriever:
         """Index passages (strings or :class:`Passage`); return ``self``.
 
         A string's id is its position (``"0"``, ``"1"``, ...) and its source ``None``.
         """
-        if isinstance(passages, str) or not isinstance(passages, Sequence):
-            raise TypeError(
-                f"passages must be a list of str or Passage, not {type(passages).__name__}"
-            )
-        if len(passages) == 0:
-            raise ValueError("cannot fit on an empty collection; pass at least one passage")
-        ids, texts, sources = [], [], []
-        for i, p in enumerate(passages):
-            if isinstance(p, Passage):
-                ids.append(p.id), texts.append(p.text), sources.append(p.source)
-            elif isinstance(p, str):
-                ids.append(str(i)), texts.append(p), sources.append(None)
-            else:
-                raise TypeError(
-                    f"passage {i} is a {type(p).__name__}, not a str or Passage; pass text"
-                )
+        import scipy.sparse as sp
+
+        ids, texts, sources = _unzip_passages(passages)
         vectorizer = self._make_vectorizer()
         matrix = vectorizer.fit_transform(texts)
         self._set_index(vectorizer, sp.csr_matrix(matrix), ids, texts, sources)
@@ -239,7 +190,7 @@ class TfidfRetriever:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "ids_"):
-            raise NotFittedError(
+            raise _not_fitted_error(
                 "This TfidfRetriever instance is not fitted yet; call 'fit' with a list "
                 "of passages before searching"
             )
@@ -247,6 +198,8 @@ class TfidfRetriever:
     # ------------------------------------------------------------ searching
     def _queries(self, queries: Sequence[str]) -> sp.csr_matrix:
         """TF-IDF rows of the queries: (n_queries, V)."""
+        import scipy.sparse as sp
+
         self._check_fitted()
         for i, q in enumerate(queries):
             if not isinstance(q, str):
@@ -255,6 +208,10 @@ class TfidfRetriever:
 
     def scores(self, queries: Sequence[str]) -> sp.csr_matrix:
         """Cosine similarity of each query with each passage: (n_queries, n_passages), sparse."""
+        import scipy.sparse as sp
+
+        if isinstance(queries, str):
+            raise TypeError("queries is a single str; pass a list of str")
         return sp.csr_matrix(self._queries(queries) @ self._by_term)
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
@@ -269,10 +226,8 @@ class TfidfRetriever:
         """:meth:`search` for many queries (vectorized in chunks of ``chunk_size``)."""
         if isinstance(queries, str):
             raise TypeError("queries is a single str; pass a list, or call search()")
-        if k <= 0:
-            raise ValueError(f"k={k} must be a positive number of passages")
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size={chunk_size} must be a positive number of queries")
+        k = positive_int("k", k)
+        chunk_size = positive_int("chunk_size", chunk_size)
         self._check_fitted()
         results = []
         for start in range(0, len(queries), chunk_size):
@@ -324,16 +279,12 @@ class TfidfRetriever:
             "backend": self.backend,
             "options": self.options,
         }
-        try:
-            meta_json = json.dumps(meta)
-        except TypeError as err:
-            raise TypeError(f"cannot save: options must be JSON values ({err})") from err
         has_source = np.array([s is not None for s in self.sources_])
         path = Path(path)
         with path.open("wb") as f:  # np.savez would otherwise append ".npz"
             np.savez(
                 f,
-                meta=_pack([meta_json])[0],
+                meta=_pack([json.dumps(meta)])[0],
                 idf=np.asarray(getattr(self.vectorizer_, "idf_", np.ones(len(terms)))),
                 data=self.matrix_.data,
                 indices=self.matrix_.indices,
@@ -351,12 +302,21 @@ class TfidfRetriever:
     def load(cls, path: str | Path) -> TfidfRetriever:
         """Read an index written by :meth:`save`; never executes code from the file.
 
-        Raises ``FileNotFoundError`` if it does not exist and ``ValueError``
-        (naming the file) if it is corrupt or of another format version.
+        The vectorizer is fitted again on the stored passages (deterministic,
+        and checked against the stored vocabulary and idf), so the file holds
+        only arrays and JSON: no pickled object, no private attribute of
+        scikit-learn. Raises ``FileNotFoundError`` if it does not exist and
+        ``ValueError`` (naming the file) if it is not an index, is corrupt or
+        is of another format version.
         """
         path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"{str(path)!r} is a folder; pass the index file inside it")
         if not path.is_file():
             raise FileNotFoundError(f"index file {str(path)!r} does not exist")
+        rebuild = "rebuild it with TfidfRetriever(...).fit(passages).save(path)"
+        if not zipfile.is_zipfile(path):  # numpy's own message would suggest unpickling it
+            raise ValueError(f"{str(path)!r} is not a TfidfRetriever index (.npz); {rebuild}")
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {name: z[name] for name in z.files}
@@ -364,48 +324,61 @@ class TfidfRetriever:
             version = meta["version"]
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as err:
             raise ValueError(
-                f"{str(path)!r} is not a valid TfidfRetriever index ({err}); rebuild it "
-                "with TfidfRetriever(...).fit(passages).save(path)"
+                f"{str(path)!r} is not a valid TfidfRetriever index ({type(err).__name__}); "
+                f"{rebuild}"
             ) from err
         if meta.get("format") != "slmbook.retrieval.TfidfRetriever" or version != FORMAT_VERSION:
             raise ValueError(
                 f"{str(path)!r} has index format version {version!r}; this slmbook reads "
-                f"version {FORMAT_VERSION}: rebuild the index with fit(...).save(path)"
+                f"version {FORMAT_VERSION}: {rebuild}"
             )
         try:
             return cls._from_arrays(meta, arrays)
-        except (KeyError, ValueError, IndexError) as err:
+        except (KeyError, ValueError, IndexError, TypeError) as err:
             raise ValueError(f"{str(path)!r} is a corrupt TfidfRetriever index ({err})") from err
 
     @classmethod
     def _from_arrays(cls, meta: dict, a: dict) -> TfidfRetriever:
-        options = dict(meta["options"])
-        if "ngram_range" in options:
-            options["ngram_range"] = tuple(options["ngram_range"])
-        retriever = cls(backend=meta["backend"], **options)
+        import scipy.sparse as sp
+
+        retriever = cls(backend=meta["backend"], **meta["options"])
         terms = _unpack(a["terms_bytes"], a["terms_offsets"])
         shape = tuple(int(n) for n in a["shape"])
         matrix = sp.csr_matrix((a["data"], a["indices"], a["indptr"]), shape=shape)
         matrix.check_format(full_check=True)
-        n = shape[0]
         ids = _unpack(a["ids_bytes"], a["ids_offsets"])
         texts = _unpack(a["texts_bytes"], a["texts_offsets"])
         sources = _unpack(a["sources_bytes"], a["sources_offsets"])
         sources = [s if has else None for s, has in zip(sources, a["has_source"], strict=True)]
-        if not (len(terms) == shape[1] == len(a["idf"]) and len(ids) == len(texts) == n):
+        if not (len(terms) == shape[1] == len(a["idf"]) and len(ids) == len(texts) == shape[0]):
             raise ValueError("array sizes do not agree")
-        vectorizer = retriever._make_vectorizer()
-        vectorizer.vocabulary_ = {t: j for j, t in enumerate(terms)}
-        if options.get("use_idf", True):
-            vectorizer.idf_ = a["idf"]
-        elif retriever.backend == "sklearn":
-            from sklearn.feature_extraction.text import TfidfTransformer
-
-            vectorizer._tfidf = TfidfTransformer(use_idf=False, norm="l2").fit(
-                sp.csr_matrix((1, len(terms)))
-            )
+        vectorizer = retriever._make_vectorizer().fit(texts)
+        vocab = vectorizer.vocabulary_
+        if sorted(vocab, key=vocab.get) != terms:
+            raise ValueError("the stored vocabulary does not match the stored passages")
+        if meta["options"]["use_idf"] and not np.allclose(vectorizer.idf_, a["idf"], rtol=1e-12):
+            raise ValueError("the stored idf does not match the stored passages")
         retriever._set_index(vectorizer, matrix, ids, texts, sources)
         return retriever
+
+
+def _unzip_passages(passages: Sequence[str | Passage]) -> tuple[list, list, list]:
+    """Ids, texts and sources of passages given as ``Passage`` objects or plain strings."""
+    if isinstance(passages, str) or not isinstance(passages, Sequence):
+        raise TypeError(
+            f"passages must be a list of str or Passage, not {type(passages).__name__}"
+        )
+    if len(passages) == 0:
+        raise ValueError("cannot fit on an empty collection; pass at least one passage")
+    ids, texts, sources = [], [], []
+    for i, p in enumerate(passages):
+        if isinstance(p, Passage):
+            ids.append(p.id), texts.append(p.text), sources.append(p.source)
+        elif isinstance(p, str):
+            ids.append(str(i)), texts.append(p), sources.append(None)
+        else:
+            raise TypeError(f"passage {i} is a {type(p).__name__}, not a str or Passage; pass text")
+    return ids, texts, sources
 
 
 def _top_k(indices: np.ndarray, scores: np.ndarray, k: int, n: int) -> tuple[list, list]:

@@ -7,7 +7,8 @@ are removed from it when asked, and are seeded.
 
 from slmbook.data import load_documents
 from slmbook.evalsets import heldout_sentences, load_questions
-from slmbook.retrieval import TfidfRetriever, split_passages
+from slmbook.passages import split_passages
+from slmbook.retrieval import TfidfRetriever
 
 
 def test_question_set():

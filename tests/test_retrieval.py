@@ -1,29 +1,22 @@
-"""slmbook.retrieval: passages, the TF-IDF retriever, save/load, recall@k and MRR.
+"""slmbook.retrieval: the Retriever protocol, the TF-IDF retriever, save/load.
 
-Covers: splitting by paragraphs with a word budget and overlap; both backends
-give the same scores, equal to a dense cosine computed with scikit-learn; a
-passage is found from its own exact sentence; ranking rules (k larger than the
-collection, ties, empty queries); save/load round trip; every documented error;
-recall@k and MRR on hand-computed cases.
+Covers: both backends give the same scores, equal to a dense cosine computed
+with scikit-learn; a passage is found from its own exact sentence; ranking
+rules (k larger than the collection, ties, empty queries); save/load round
+trip; every documented error; the protocol check.
 """
 
-import itertools
+import ast
+import inspect
 
 import numpy as np
 import pytest
+from sklearn.exceptions import NotFittedError
 from sklearn.feature_extraction.text import TfidfVectorizer as SkTfidf
 
-from slmbook.retrieval import (
-    Hit,
-    Passage,
-    TfidfRetriever,
-    evaluate,
-    format_hits,
-    mean_reciprocal_rank,
-    recall_at_k,
-    split_passages,
-)
-from slmbook.tfidf import NotFittedError
+from slmbook import retrieval
+from slmbook.passages import Passage, split_passages
+from slmbook.retrieval import Hit, Retriever, TfidfRetriever, format_hits
 
 TEXTS = [
     "The with statement wraps a block with methods of a context manager.",
@@ -37,41 +30,6 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def retriever():
     return TfidfRetriever().fit(TEXTS)
-
-
-# ---------------------------------------------------------------- passages
-def test_split_passages_budget_overlap_and_sources():
-    words = [f"w{i}" for i in range(50)]
-    doc = " ".join(words[:8]) + "\n\n" + " ".join(words[8:])
-    passages = split_passages({"doc": doc, "empty": ""}, max_words=20, overlap=5)
-    assert all(p.source == "doc" for p in passages)
-    assert [p.id for p in passages] == [f"doc#{i}" for i in range(len(passages))]
-    chunks = [p.text.split() for p in passages]
-    assert all(len(c) <= 20 for c in chunks)
-    assert chunks[0] == words[:20]  # first paragraph (8 words) is under half the budget
-    for a, b in itertools.pairwise(chunks):
-        assert a[-5:] == b[:5]  # overlap
-    assert chunks[-1][-1] == "w49"  # nothing lost
-    covered = {w for c in chunks for w in c}
-    assert covered == set(words)
-
-
-def test_split_passages_prefers_paragraph_ends():
-    doc = " ".join(["a"] * 15) + "\n\n" + " ".join(["b"] * 15)
-    passages = split_passages([doc], max_words=20, overlap=0)
-    assert [p.text.split() for p in passages] == [["a"] * 15, ["b"] * 15]
-    assert passages[0].text.count("\n\n") == 0 and passages[0].source == "0"
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [({"max_words": 0}, "max_words=0"), ({"max_words": 10, "overlap": 10}, "overlap=10")],
-)
-def test_split_passages_errors(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        split_passages(["text"], **kwargs)
-    with pytest.raises(TypeError, match="document 'x' is a int"):
-        split_passages({"x": 3})
 
 
 # ---------------------------------------------------------------- search
@@ -138,20 +96,36 @@ def test_errors():
         TfidfRetriever().fit("one string")
     with pytest.raises(ValueError, match="backend='faiss'"):
         TfidfRetriever(backend="faiss")
-    with pytest.raises(ValueError, match="norm='l1'"):
-        TfidfRetriever(norm="l1")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'norm'"):
+        TfidfRetriever(norm="l1")  # always L2: scores are cosines
+    with pytest.raises(TypeError, match="not_an_option"):
         TfidfRetriever(not_an_option=1)
     r = TfidfRetriever().fit(TEXTS)
     for k in (0, -3):
-        with pytest.raises(ValueError, match=f"k={k} must be a positive"):
+        with pytest.raises(ValueError, match=f"k must be a positive int, got {k}"):
             r.search("loop", k=k)
-    with pytest.raises(ValueError, match="chunk_size=0"):
+    with pytest.raises(ValueError, match="chunk_size must be a positive int, got 0"):
         r.search_batch(["loop"], chunk_size=0)
+    with pytest.raises(TypeError, match="queries is a single str"):
+        r.scores("loop")
     with pytest.raises(TypeError, match="query is a int"):
         r.search(7)
     with pytest.raises(TypeError, match="query 1 is a NoneType"):
         r.search_batch(["fine", None])
+
+
+def test_protocol():
+    assert isinstance(TfidfRetriever(), Retriever)
+    assert not isinstance(object(), Retriever)
+
+    class Constant:
+        def search(self, query, k=5):
+            return [Hit("0", 1.0, "text", None)][:k]
+
+        def search_batch(self, queries, k=5):
+            return [self.search(q, k) for q in queries]
+
+    assert isinstance(Constant(), Retriever)
 
 
 # ---------------------------------------------------------------- save / load
@@ -168,12 +142,27 @@ def test_save_load_round_trip(tmp_path, backend):
     assert loaded.search("lambda", k=1)[0].source is None
 
 
+def test_load_refits_without_private_attributes(tmp_path):
+    r = TfidfRetriever(use_idf=False).fit(TEXTS)
+    loaded = TfidfRetriever.load(r.save(tmp_path / "plain.npz"))
+    assert loaded.search_batch(["loop items", "keys"], k=3) == r.search_batch(["loop items", "keys"], k=3)
+    # retrieval.py touches private attributes of its own objects only, never scikit-learn's
+    tree = ast.parse(inspect.getsource(retrieval))
+    private = {
+        (node.value.id if isinstance(node.value, ast.Name) else ast.unparse(node.value), node.attr)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+    }
+    assert {owner for owner, _ in private} <= {"self", "cls", "retriever"}, private
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing\.npz"):
         TfidfRetriever.load(tmp_path / "missing.npz")
     bad = tmp_path / "corrupt.npz"
     bad.write_bytes(b"this is not a zip file")
-    with pytest.raises(ValueError, match=r"corrupt\.npz.*not a valid TfidfRetriever index"):
+    with pytest.raises(ValueError, match=r"corrupt\.npz. is not a TfidfRetriever index \(\.npz\); rebuild it"):
         TfidfRetriever.load(bad)
     path = TfidfRetriever().fit(TEXTS).save(tmp_path / "old.npz")
     with np.load(path) as z:
@@ -190,41 +179,6 @@ def test_load_errors(tmp_path):
         np.savez(f, **arrays)
     with pytest.raises(ValueError, match=r"old\.npz.*corrupt"):
         TfidfRetriever.load(path)
-
-
-# ---------------------------------------------------------------- evaluation
-RETRIEVED = [["a", "b", "c"], ["x", "y", "z"], ["q", "r", "s"]]
-RELEVANT = [{"a"}, {"z", "w"}, {"nothing"}]
-
-
-def test_recall_at_k_hand_computed():
-    assert recall_at_k(RETRIEVED, RELEVANT, 1) == pytest.approx(1 / 3)
-    assert recall_at_k(RETRIEVED, RELEVANT, 2) == pytest.approx(1 / 3)
-    assert recall_at_k(RETRIEVED, RELEVANT, 3) == pytest.approx(2 / 3)
-    assert recall_at_k(RETRIEVED, RELEVANT, 10) == pytest.approx(2 / 3)
-
-
-def test_mrr_hand_computed():
-    assert mean_reciprocal_rank(RETRIEVED, RELEVANT) == pytest.approx((1 + 1 / 3 + 0) / 3)
-    assert mean_reciprocal_rank(RETRIEVED, RELEVANT, k=2) == pytest.approx(1 / 3)
-    assert mean_reciprocal_rank([["b", "a", "a"]], [{"a"}]) == pytest.approx(0.5)
-
-
-def test_evaluation_errors():
-    with pytest.raises(ValueError, match="retrieved has 3 queries but relevant has 2"):
-        recall_at_k(RETRIEVED, RELEVANT[:2], 1)
-    with pytest.raises(ValueError, match="k=0"):
-        recall_at_k(RETRIEVED, RELEVANT, 0)
-    with pytest.raises(ValueError, match="no queries"):
-        mean_reciprocal_rank([], [])
-
-
-def test_evaluate(retriever):
-    scores = evaluate(retriever, ["anonymous functions", "hashable keys"], [{"3"}, {"0"}],
-                      ks=(1, 5), label="passage_id")
-    assert scores == {"recall@1": 0.5, "recall@5": 1.0, "mrr": 0.75}  # "0" pads rank 2
-    with pytest.raises(ValueError, match="label='text'"):
-        evaluate(retriever, ["x"], [{"0"}], label="text")
 
 
 def test_search_equals_brute_force_ranking_on_corpus():

@@ -39,7 +39,8 @@ import sklearn
 
 from slmbook.data import corpus_hash, load_corpus, load_documents
 from slmbook.evalsets import heldout_sentences, load_questions
-from slmbook.retrieval import Passage, mean_reciprocal_rank, recall_at_k, split_passages
+from slmbook.metrics import mean_reciprocal_rank, recall_at_k
+from slmbook.passages import Passage, split_passages
 
 HERE = Path(__file__).parent
 KS = (1, 5, 10)
