@@ -21,22 +21,49 @@ Each row is then divided by its L2 (or L1) norm, so that the dot product of
 two rows is their cosine similarity. With the same options the result equals
 :class:`sklearn.feature_extraction.text.TfidfVectorizer`'s (the tests check it).
 
-Taught in chapter 9, "Retrieval" (book/09_retrieval.ipynb).
+As in scikit-learn, ``norm``, ``use_idf``, ``sublinear_tf`` and ``smooth_idf``
+take effect at the next ``fit`` (the analysis options at every call), and
+``get_params``/``set_params`` let ``sklearn.base.clone`` and ``GridSearchCV`` use
+the class. scikit-learn and scipy are imported on first use, not at import.
+
+See chapter 9, "Retrieval" (book/09_retrieval.ipynb).
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable
 from numbers import Integral
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
-from sklearn.exceptions import NotFittedError
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-__all__ = ["ENGLISH_STOP_WORDS", "NotFittedError", "TfidfVectorizer", "idf"]
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+# the first two are scikit-learn's, loaded by __getattr__ when first used
+__all__ = ["ENGLISH_STOP_WORDS", "NotFittedError", "TfidfVectorizer", "idf"]  # noqa: F822
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ENGLISH_STOP_WORDS":
+        from sklearn.feature_extraction import text
+
+        return text.ENGLISH_STOP_WORDS
+    if name == "NotFittedError":
+        from sklearn import exceptions
+
+        return exceptions.NotFittedError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_SINGLE_STR = (
+    "Iterable over raw text documents expected, string object received: "
+    "pass a list of strings, e.g. [text]"
+)
 
 
 class TfidfVectorizer:
@@ -75,7 +102,10 @@ class TfidfVectorizer:
     vocabulary_: dict[str, int]
         Term -> column, in alphabetical order of the terms.
     idf_: (V,) float64
-        The idf of each column.
+        The idf of each column (also computed, unused, with ``use_idf=False``);
+        assignable with one value per term, as in scikit-learn.
+    fixed_vocabulary_: bool
+        Always ``False``: ``fit`` learns the vocabulary (no ``vocabulary=`` option).
 
     Examples
     --------
@@ -113,22 +143,64 @@ class TfidfVectorizer:
         self.sublinear_tf = sublinear_tf
         self.norm = norm
 
-    def __repr__(self) -> str:
-        defaults = TfidfVectorizer()
-        changed = [
-            f"{name}={value!r}"
-            for name, value in vars(self).items()
-            if not name.endswith("_") and getattr(defaults, name) != value
-        ]
-        return f"TfidfVectorizer({', '.join(changed)})"
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """The constructor's keyword arguments, sorted (scikit-learn's convention)."""
+        signature = inspect.signature(cls.__init__)
+        return sorted(p.name for p in signature.parameters.values() if p.name != "self")
 
-    # ------------------------------------------------------------ analysis
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments as a dict (``deep`` is accepted; there is nothing nested)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> TfidfVectorizer:
+        """Set constructor arguments by name (ValueError for another name); return ``self``."""
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"Invalid parameter {name!r} for estimator {self!r}. "
+                    f"Valid parameters are: {valid!r}."
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = type(self)().get_params()
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults[k] != v]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    @property
+    def idf_(self) -> np.ndarray:
+        """The idf of each column: (V,) float64."""
+        self._check_fitted("_idf")
+        return self._idf
+
+    @idf_.setter
+    def idf_(self, value: Any) -> None:
+        if not self.use_idf:
+            raise ValueError("idf_ cannot be set when use_idf=False; set use_idf=True first")
+        value = np.asarray(value, dtype=np.float64)
+        vocabulary = self.__dict__.get("vocabulary_")
+        if vocabulary is not None and len(value) != len(vocabulary):
+            raise ValueError(
+                f"idf length = {len(value)} must be equal to vocabulary size = "
+                f"{len(vocabulary)}: assign one idf per term of vocabulary_"
+            )
+        if "_weighting" not in self.__dict__:  # set before fit: weights from the options now
+            self._weighting = self._current_weighting()
+        self._idf = value
+
+    def _current_weighting(self) -> tuple[str | None, bool, bool]:
+        return self.norm, self.use_idf, self.sublinear_tf
+
     def _check_params(self) -> None:
         min_n, max_n = self.ngram_range
-        if not (1 <= min_n <= max_n):
+        if not 1 <= min_n <= max_n:
+            why = "larger than the upper boundary" if min_n > max_n else "below 1"
             raise ValueError(
-                f"ngram_range={self.ngram_range!r} is invalid; use (min_n, max_n) "
-                "with 1 <= min_n <= max_n"
+                f"Invalid value for ngram_range={self.ngram_range!r} lower boundary {why}. "
+                "Use (min_n, max_n) with 1 <= min_n <= max_n"
             )
         if self.norm not in ("l1", "l2", None):
             raise ValueError(f"norm={self.norm!r} is not supported; use 'l2', 'l1' or None")
@@ -151,6 +223,8 @@ class TfidfVectorizer:
         if self.stop_words is None:
             return frozenset()
         if self.stop_words == "english":
+            from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
             return ENGLISH_STOP_WORDS
         if isinstance(self.stop_words, str):
             raise ValueError(
@@ -177,43 +251,43 @@ class TfidfVectorizer:
 
         return analyze
 
-    # ------------------------------------------------------------ counting
     def _count(self, texts: Iterable[str], vocabulary: dict[str, int] | None):
         """Term counts as a CSR matrix (rows: texts, columns: vocabulary).
 
         With ``vocabulary=None`` the vocabulary is grown while counting, in order
         of first appearance; it is returned with the matrix.
         """
+        import scipy.sparse as sp
+
+        if isinstance(texts, str):
+            raise ValueError(_SINGLE_STR)
         analyze = self.build_analyzer()
         grow = vocabulary is None
         vocab: dict[str, int] = {} if grow else vocabulary
         indptr, indices, values = [0], [], []
         for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(
-                    f"document {i} is a {type(text).__name__}, not a str; pass strings"
+            if isinstance(text, float) and math.isnan(text):
+                raise ValueError(
+                    f"np.nan is an invalid document, expected byte or unicode string "
+                    f"(document {i}); replace missing texts, e.g. with ''"
                 )
+            if not isinstance(text, str):
+                raise TypeError(f"document {i} is a {type(text).__name__}, not a str; pass strings")
             counts: dict[int, int] = {}
             for term, count in Counter(analyze(text)).items():
-                if grow:
-                    column = vocab.setdefault(term, len(vocab))
-                else:
-                    column = vocab.get(term)
-                    if column is None:
-                        continue
-                counts[column] = count
+                column = vocab.setdefault(term, len(vocab)) if grow else vocab.get(term)
+                if column is not None:  # None: a term outside the fitted vocabulary
+                    counts[column] = count
             indices.extend(counts)
             values.extend(counts.values())
             indptr.append(len(indices))
-        shape = (len(indptr) - 1, len(vocab))
         X = sp.csr_matrix(
             (np.asarray(values, dtype=np.float64), np.asarray(indices, dtype=np.int64), indptr),
-            shape=shape,
+            shape=(len(indptr) - 1, len(vocab)),
         )
         X.sort_indices()
         return X, vocab
 
-    # ------------------------------------------------------------ fitting
     def fit(self, raw_documents: Iterable[str], y: None = None) -> TfidfVectorizer:
         """Learn the vocabulary and the idf of each term; return ``self``."""
         self._fit(raw_documents)
@@ -225,8 +299,7 @@ class TfidfVectorizer:
         return self._weight(counts)
 
     def _fit(self, raw_documents: Iterable[str]) -> sp.csr_matrix:
-        if isinstance(raw_documents, str):
-            raise TypeError("raw_documents is a single str; pass a list of strings")
+        weighting = self._current_weighting()  # the options this fit stands for
         counts, vocab = self._count(raw_documents, None)
         n_docs = counts.shape[0]
         if not vocab:
@@ -255,12 +328,15 @@ class TfidfVectorizer:
         counts = counts[:, order].tocsr()
         df = df[order]
         n, df = (n_docs + 1, df + 1) if self.smooth_idf else (n_docs, df)
-        self.idf_ = np.log(n / df) + 1.0
+        self._idf = np.log(n / df) + 1.0
+        self._weighting = weighting
+        self.fixed_vocabulary_ = False
         return counts
 
-    # ------------------------------------------------------------ transforming
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "vocabulary_"):
+    def _check_fitted(self, attribute: str = "vocabulary_") -> None:
+        if attribute not in self.__dict__:
+            from sklearn.exceptions import NotFittedError
+
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet; call 'fit' with "
                 "a list of documents before using it"
@@ -272,19 +348,24 @@ class TfidfVectorizer:
         Terms that are not in the vocabulary are ignored.
         """
         self._check_fitted()
-        if isinstance(raw_documents, str):
-            raise TypeError("raw_documents is a single str; pass a list of strings")
         counts, _ = self._count(raw_documents, self.vocabulary_)
         return self._weight(counts)
 
     def _weight(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        # the options of the last fit (or, for a vocabulary_ assigned by hand, the current ones)
+        norm, use_idf, sublinear_tf = self.__dict__.get("_weighting", self._current_weighting())
         X = counts.astype(np.float64)
-        if self.sublinear_tf:
+        if sublinear_tf:
             X.data = np.log(X.data) + 1.0  # 1 + ln tf (tf >= 1 on stored entries)
-        if self.use_idf:
+        if use_idf:
+            if len(self.idf_) != X.shape[1]:
+                raise ValueError(
+                    f"idf_ has {len(self.idf_)} values but the vocabulary has {X.shape[1]} "
+                    "terms: fit again, or assign one idf per term"
+                )
             X.data *= self.idf_[X.indices]  # column j scaled by idf_j
-        if self.norm is not None:
-            row_norms = _row_norms(X, self.norm)
+        if norm is not None:
+            row_norms = _row_norms(X, norm)
             row_norms[row_norms == 0.0] = 1.0  # empty rows stay zero
             X.data /= np.repeat(row_norms, np.diff(X.indptr))
         return X
@@ -313,4 +394,3 @@ def idf(df: np.ndarray | int, n_docs: int, *, smooth: bool = True) -> np.ndarray
     if smooth:
         return np.log((1 + n_docs) / (1 + np.asarray(df, dtype=np.float64))) + 1.0
     return np.log(n_docs / np.asarray(df, dtype=np.float64)) + 1.0
-
