@@ -6,7 +6,7 @@ concept of the book (``slmbook.data``, ``slmbook.model``, ``slmbook.losses``,
 """
 
 from slmbook.data import get_batch, load_corpus, train_val_split
-from slmbook.generate import generate
+from slmbook.sampling import generate
 from slmbook.losses import cross_entropy, estimate_loss
 from slmbook.model import GPT, GPTConfig
 from slmbook.optim import SGD, Adam, AdamW

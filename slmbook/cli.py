@@ -195,7 +195,7 @@ def _generate(args: argparse.Namespace) -> int:
     import torch
 
     from slmbook import checkpoints
-    from slmbook.generate import generate
+    from slmbook.sampling import generate
 
     ckpt = checkpoints.load(args.checkpoint)
     if ckpt.tokenizer is None:

@@ -180,7 +180,7 @@ class GPT(nn.Module):
             raise ValueError(
                 f"sequence length {T} exceeds block_size={self.config.block_size}; "
                 "crop the context to the last block_size tokens "
-                "(slmbook.generate crops for you)"
+                "(slmbook.sampling.generate crops for you)"
             )
         _check_ids(idx, self.config.vocab_size)
         pos = torch.arange(T, device=idx.device)  # (T,)

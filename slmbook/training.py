@@ -152,7 +152,7 @@ class SampleCallback(Callback):
         return f"SampleCallback(prompt={self.prompt!r}, max_new_tokens={self.max_new_tokens})"
 
     def on_eval(self, history: History, model: nn.Module) -> None:
-        from slmbook.generate import generate
+        from slmbook.sampling import generate
 
         text = generate(model, self.tokenizer, self.prompt, self.max_new_tokens,
                         temperature=self.temperature, top_k=self.top_k,

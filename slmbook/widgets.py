@@ -67,8 +67,8 @@ def temperature_explorer(
 ):
     """Sampling-temperature slider: the next-token distribution and a sample at each setting.
 
-    A thin layer over :func:`slmbook.generate.next_token_probs`,
-    :func:`slmbook.generate.generate` and
+    A thin layer over :func:`slmbook.sampling.next_token_probs`,
+    :func:`slmbook.sampling.generate` and
     :func:`slmbook.plotting.plot_next_token_distribution`. Every sample uses a
     generator seeded with ``seed``, so a temperature always gives the same text.
     The default temperature is drawn at once, so the static page shows it.
@@ -79,8 +79,8 @@ def temperature_explorer(
     import matplotlib.pyplot as plt
     import torch
 
-    from slmbook.generate import generate, next_token_probs
     from slmbook.plotting import plot_next_token_distribution
+    from slmbook.sampling import generate, next_token_probs
 
     temperatures = tuple(temperatures)
     if default not in temperatures:

@@ -8,7 +8,7 @@ them into probabilities with softmax, draw one token, append it, repeat.
     temperature > 1  flattens it (towards uniform noise)
 
 Taught in chapter 3, "The forward pass" (book/03_forward.ipynb), and used in
-chapter 7, "Iterate" (book/07_iterate.ipynb).
+chapter 7, "Iterating" (book/07_iterate.ipynb).
 """
 
 from __future__ import annotations

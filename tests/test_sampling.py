@@ -1,4 +1,4 @@
-"""slmbook.generate: shapes, reproducibility under a seeded torch.Generator, context
+"""slmbook.sampling: shapes, reproducibility under a seeded torch.Generator, context
 cropping to the block size, temperature and top-k against direct computations,
 restoring train/eval mode, and the errors for bad sampling arguments."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slmbook.generate import generate, generate_ids, next_token_probs
 from slmbook.model import GPT, Bigram, GPTConfig
+from slmbook.sampling import generate, generate_ids, next_token_probs
 from slmbook.tokenizers import CharTokenizer
 
 TEXT = "hello world, hello slmbook. "
