@@ -121,14 +121,15 @@ class Value:
                 f"the exponent must be an int or float, got {type(exponent).__name__}; "
                 "for a Value exponent write (b * a.log()).exp()"
             )
-        if self.data == 0 and exponent < 1:
+        if self.data == 0 and exponent < 1 and exponent != 0:
             raise ValueError(f"0 ** {exponent} has no finite derivative")
         if self.data < 0 and not float(exponent).is_integer():
             raise ValueError(f"{self.data} ** {exponent} is not a real number")
         out = Value(self.data**exponent, _parents=(self,), _op=f"**{exponent:g}")
 
-        def _backward() -> None:  # d(a^n)/da = n a^(n-1)
-            self.grad += exponent * self.data ** (exponent - 1) * out.grad
+        def _backward() -> None:  # d(a^n)/da = n a^(n-1); a^0 = 1 is constant, also at 0
+            if exponent != 0:
+                self.grad += exponent * self.data ** (exponent - 1) * out.grad
 
         out._backward = _backward
         return out

@@ -155,6 +155,19 @@ def test_operations_values():
     assert Value(-1.0).relu().data == 0.0
 
 
+@pytest.mark.parametrize("x", [0.0, -3.0, 2.5])
+@pytest.mark.parametrize("exponent", [0, 0.0])
+def test_power_zero_is_one_with_zero_derivative_like_torch(x, exponent):
+    a = Value(x)
+    out = a**exponent
+    out.backward()
+    t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    t_out = t**exponent
+    t_out.backward()
+    assert out.data == t_out.item() == 1.0
+    assert a.grad == t.grad.item() == 0.0
+
+
 def test_errors():
     with pytest.raises(TypeError, match=r"int or float, got str"):
         Value("1.0")
