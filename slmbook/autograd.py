@@ -22,7 +22,7 @@ computed from others) **accumulate**, while every intermediate node's
 its gradient. Call :meth:`Value.zero_grad` on the output (or set
 ``leaf.grad = 0``) to start again.
 
-Taught in chapter 5, "The backward pass" (book/05_backward.ipynb).
+See chapter 5, "The backward pass" (book/05_backward.ipynb).
 """
 
 from __future__ import annotations

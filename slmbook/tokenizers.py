@@ -1,6 +1,6 @@
 """Tokenizers: turning text into the integer ids a model reads, and back.
 
-Two tokenizers share one interface (:class:`Tokenizer`):
+Two tokenizers share one interface, the abstract base class :class:`Tokenizer`:
 
 * :class:`CharTokenizer`: one id per character; the vocabulary is the sorted
   set of characters of the training text.
@@ -14,11 +14,12 @@ Both satisfy ``decode(encode(text)) == text`` for every string, and both save
 to (and load from) a small JSON file whose ``"kind"`` says which class wrote
 it; :func:`load_tokenizer` reads either kind.
 
-Taught in chapter 1, "The data: X and Y" (book/01_data.ipynb).
+See chapter 1, "The data: X and Y" (book/01_data.ipynb).
 """
 
 from __future__ import annotations
 
+import abc
 import json
 import operator
 import re
@@ -30,23 +31,53 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["BPETokenizer", "CharTokenizer", "Tokenizer", "load_tokenizer"]
+__all__ = ["MAX_CHUNK", "BPETokenizer", "CharTokenizer", "Tokenizer", "load_tokenizer", "split_chunks"]
 
 # Pre-split pattern (GPT-2-like, standard ``re`` only): English contractions,
 # letter runs, digit runs, runs of other symbols (each may take one leading
 # space), then whitespace. Every character falls in one class, so the chunks
 # always concatenate back to the text. Merges never cross a chunk boundary.
 _SPLIT = re.compile(r"""'(?:s|t|re|ve|m|ll|d)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+""")
+# A longer chunk (text without whitespace) is cut every MAX_CHUNK characters, so
+# that encoding costs linear time in the text; no token is longer than this.
+MAX_CHUNK = 256
 _CACHE_LIMIT = 100_000  # chunks remembered by BPETokenizer.encode
+_NO_RANK = 1 << 62  # the rank of a pair that was never merged
 
 
-class Tokenizer:
-    """Base class: text <-> list of token ids, plus saving and loading.
+def split_chunks(text: str) -> list[str]:
+    """The chunks BPE works within: pre-split pieces, each at most ``MAX_CHUNK`` characters.
+
+    Training and encoding both use it, and merges never cross a chunk boundary.
+    The chunks concatenate back to ``text``.
+
+    Examples
+    --------
+    >>> split_chunks("Hello, world!  42")
+    ['Hello', ',', ' world', '!', ' ', ' 42']
+    >>> [len(c) for c in split_chunks("a" * 600)]
+    [256, 256, 88]
+
+    See chapter 1, "The data: X and Y" (book/01_data.ipynb).
+    """
+    out = []
+    for chunk in _SPLIT.findall(text):
+        if len(chunk) <= MAX_CHUNK:
+            out.append(chunk)
+        else:
+            out.extend(chunk[i : i + MAX_CHUNK] for i in range(0, len(chunk), MAX_CHUNK))
+    return out
+
+
+class Tokenizer(abc.ABC):
+    """Abstract base class: text <-> list of token ids, plus saving and loading.
 
     Subclasses implement :meth:`encode`, :meth:`decode`, :attr:`vocab_size`
-    and the JSON fields they need. ``Tokenizer.load(path)`` and
-    ``Tokenizer.from_dict(d)`` return an instance of whichever subclass wrote
-    the data (its ``"kind"``).
+    and the two hooks that saving and loading are built on: ``_fields()`` (the
+    JSON fields of an instance) and ``_from_fields(d)`` (an instance from
+    them). :meth:`save`, :meth:`load`, :meth:`to_dict` and :meth:`from_dict`
+    are shared; ``Tokenizer.load(path)`` and ``Tokenizer.from_dict(d)`` return
+    an instance of whichever subclass wrote the data (its ``"kind"``).
 
     See chapter 1, "The data: X and Y" (book/01_data.ipynb).
     """
@@ -59,24 +90,26 @@ class Tokenizer:
         Tokenizer._KINDS[cls.__name__] = cls
 
     @property
+    @abc.abstractmethod
     def vocab_size(self) -> int:
         """V, the number of distinct token ids (ids are 0 .. V - 1)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def encode(self, text: str) -> list[int]:
         """Turn text into token ids, a list of length N (N depends on the tokenizer)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Turn token ids, shape (N,), back into text."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _fields(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The JSON-safe fields that :meth:`_from_fields` rebuilds this tokenizer from."""
 
     @classmethod
+    @abc.abstractmethod
     def _from_fields(cls, d: dict[str, Any]) -> Tokenizer:
-        raise NotImplementedError
+        """A tokenizer from the fields of :meth:`_fields` (raise ValueError if they are bad)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict that :meth:`from_dict` turns back into an equal tokenizer.
@@ -379,7 +412,9 @@ class BPETokenizer(Tokenizer):
     Ids 0 .. 255 are the bytes of the UTF-8 encoding; id ``256 + r`` is the
     merge of rank ``r``, the pair ``merges[r]``. Text is first split into
     chunks (words with their leading space, digit runs, symbol runs,
-    whitespace) and merges never cross a chunk boundary.
+    whitespace; a run longer than ``MAX_CHUNK`` = 256 characters is cut every
+    256 characters, see :func:`split_chunks`) and merges never cross a chunk
+    boundary, in training as in encoding.
 
     :meth:`decode` joins the tokens' bytes and decodes them as UTF-8 with
     ``errors="replace"``: an arbitrary id sequence (say, one sampled from a
@@ -455,7 +490,7 @@ class BPETokenizer(Tokenizer):
                 f"vocab_size={vocab_size} is too small: it must be at least 256, the number of "
                 "byte tokens; ask for 256 plus the number of merges to learn"
             )
-        chunks = Counter(_SPLIT.findall(text))
+        chunks = Counter(split_chunks(text))
         words = [list(c.encode("utf-8")) for c in chunks]
         freqs = list(chunks.values())
         stats: dict[tuple[int, int], int] = defaultdict(int)  # pair -> weighted count
@@ -509,19 +544,34 @@ class BPETokenizer(Tokenizer):
         return self.vocab[self._check_ids([token_id])[0]]
 
     def _encode_chunk(self, chunk: str) -> list[int]:
+        """Apply the merges to one chunk, earliest-learned first.
+
+        The same as repeatedly replacing the lowest-ranked pair everywhere with
+        :func:`_merge`, one occurrence at a time from the left: a merge's new
+        pairs all rank later than the merge itself. ``rank[i]`` is the rank of
+        the pair (ids[i], ids[i + 1]), updated only next to each merge.
+        """
         ids = list(chunk.encode("utf-8"))
         ranks = self._ranks
-        while len(ids) >= 2:
-            pair = min(pairwise(ids), key=lambda p: ranks.get(p, 1 << 62))
-            if pair not in ranks:
+        rank = [ranks.get(p, _NO_RANK) for p in pairwise(ids)]
+        while rank:
+            r = min(rank)
+            if r == _NO_RANK:
                 break
-            ids = _merge(ids, pair, 256 + ranks[pair])
+            i = rank.index(r)  # the leftmost occurrence of the best pair
+            ids[i : i + 2] = [256 + r]
+            del rank[i]
+            if i > 0:
+                rank[i - 1] = ranks.get((ids[i - 1], ids[i]), _NO_RANK)
+            if i < len(rank):
+                rank[i] = ranks.get((ids[i], ids[i + 1]), _NO_RANK)
         return ids
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``, a list of length N <= the number of UTF-8 bytes.
 
-        Merges are applied in the order they were learned, within each chunk.
+        Merges are applied in the order they were learned, within each chunk
+        of :func:`split_chunks`; the cost is linear in the length of ``text``.
 
         Raises
         ------
@@ -532,7 +582,7 @@ class BPETokenizer(Tokenizer):
         """
         _check_utf8(text, "encode")
         cache, out = self._cache, []
-        for chunk in _SPLIT.findall(text):
+        for chunk in split_chunks(text):
             ids = cache.get(chunk)
             if ids is None:
                 ids = self._encode_chunk(chunk)

@@ -3,14 +3,17 @@
 Covers exact ids on small known strings (BPE merges worked out by hand), the
 encode -> decode identity on arbitrary Unicode (hypothesis), save -> load and
 to_dict -> from_dict round trips, dispatch on the stored kind, every error path
-(unseen character, vocab size below 256, bad ids, corrupt or foreign files), and
-compression of the default corpus.
+(unseen character, vocab size below 256, bad ids, corrupt or foreign files),
+compression of the default corpus, the bounded chunk length (text without
+whitespace encodes in linear time, consistently with training), the fast merge
+loop against the textbook one, and the abstract base class.
 """
 
 from __future__ import annotations
 
 import doctest
 import json
+from itertools import pairwise
 
 import pytest
 import torch
@@ -18,7 +21,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import slmbook.tokenizers as tokenizers_module
-from slmbook.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from slmbook.tokenizers import (
+    MAX_CHUNK,
+    BPETokenizer,
+    CharTokenizer,
+    Tokenizer,
+    load_tokenizer,
+    split_chunks,
+)
 
 # A small fixed training text: English words, digits, punctuation, code,
 # several scripts and an emoji, so the merges cover multi-byte characters too.
@@ -347,13 +357,75 @@ def test_from_dict_rejects_non_dict():
 
 
 def test_base_class_is_abstract():
-    tok = Tokenizer()
-    with pytest.raises(NotImplementedError):
-        tok.encode("a")
-    with pytest.raises(NotImplementedError):
-        tok.decode([0])
-    with pytest.raises(NotImplementedError):
-        _ = tok.vocab_size
+    with pytest.raises(TypeError, match="abstract"):
+        Tokenizer()  # type: ignore[abstract]
+
+    class Half(Tokenizer):  # encode and the saving hooks are missing
+        vocab_size = 3
+
+        def decode(self, ids):
+            return ""
+
+    try:
+        with pytest.raises(TypeError, match=r"abstract.*encode"):
+            Half()
+        assert issubclass(CharTokenizer, Tokenizer) and issubclass(BPETokenizer, Tokenizer)
+        assert {"encode", "decode", "vocab_size", "_fields", "_from_fields"} == set(
+            Tokenizer.__abstractmethods__
+        )
+    finally:
+        Tokenizer._KINDS.pop("Half", None)  # keep the registry of kinds as it was
+
+
+# --- bounded chunks --------------------------------------------------------------------
+
+
+def test_split_chunks_bounds_long_runs_and_concatenates_back(corpus):
+    text = "x" * 1000 + " " + "7" * 600 + "!" * 300 + " " * 700 + "é" * 257 + " end"
+    chunks = split_chunks(text)
+    assert "".join(chunks) == text
+    assert max(len(c) for c in chunks) == MAX_CHUNK == 256
+    assert [len(c) for c in chunks[:4]] == [256, 256, 256, 232]  # the x-run, cut every 256
+    ordinary = tokenizers_module._SPLIT.findall(corpus)
+    assert max(len(c) for c in ordinary) < MAX_CHUNK
+    assert split_chunks(corpus) == ordinary  # text with spaces: chunks as before
+
+
+def test_bpe_text_without_whitespace_encodes_piece_by_piece(corpus):
+    tok = BPETokenizer.train(corpus[:50_000] + "ab" * 2000, 400)  # one 4000-char run
+    assert max(len(tok.token_bytes(i)) for i in range(tok.vocab_size)) <= MAX_CHUNK
+    g = torch.Generator().manual_seed(0)
+    letters = "".join("etaoinshrdlu"[i] for i in torch.randint(12, (20_000,), generator=g))
+    ids = tok.encode(letters)
+    assert tok.decode(ids) == letters
+    # the same ids as encoding each 256-character piece alone: linear work in the length
+    pieces = [letters[i : i + MAX_CHUNK] for i in range(0, len(letters), MAX_CHUNK)]
+    assert ids == [i for piece in pieces for i in tok.encode(piece)]
+    assert len(ids) < 0.9 * len(letters)  # merges were applied inside the long run
+
+
+def _reference_encode_chunk(tok: BPETokenizer, chunk: str) -> list[int]:
+    """The textbook loop: merge the lowest-ranked pair everywhere, until none is left."""
+    ids = list(chunk.encode("utf-8"))
+    while len(ids) >= 2:
+        pair = min(pairwise(ids), key=lambda p: tok._ranks.get(p, float("inf")))
+        if pair not in tok._ranks:
+            break
+        ids = tokenizers_module._merge(ids, pair, 256 + tok._ranks[pair])
+    return ids
+
+
+@pytest.fixture(scope="module")
+def repetitive_bpe() -> BPETokenizer:
+    return BPETokenizer.train("aaaa abab aaab baaa " * 5 + "ab" * 50, 280)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(text=st.text(alphabet="ab ", max_size=80) | unicode_text)
+def test_encode_chunk_matches_the_textbook_merge_loop(bpe, repetitive_bpe, text):
+    for tok in (bpe, repetitive_bpe):
+        for chunk in [*split_chunks(text), text.replace(" ", "")]:
+            assert tok._encode_chunk(chunk) == _reference_encode_chunk(tok, chunk)
 
 
 def test_docstring_examples():
