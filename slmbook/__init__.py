@@ -5,18 +5,17 @@ concept of the book (``slmbook.data``, ``slmbook.model``, ``slmbook.losses``,
 ...); this file only re-exports the names readers use most.
 """
 
+from slmbook._version import __version__
 from slmbook.data import get_batch, load_corpus, train_val_split
-from slmbook.sampling import generate
 from slmbook.losses import cross_entropy, estimate_loss
 from slmbook.model import GPT, GPTConfig
 from slmbook.optim import SGD, Adam, AdamW
 from slmbook.retrieval import TfidfRetriever
+from slmbook.sampling import generate
 from slmbook.seeding import set_seed
 from slmbook.tfidf import TfidfVectorizer
 from slmbook.tokenizers import BPETokenizer, CharTokenizer
 from slmbook.training import EarlyStopping, History, train
-
-__version__ = "0.1.0"
 
 __all__ = [
     "GPT",

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from slmbook.losses import check_logits_targets
+from slmbook.losses import IGNORE_INDEX, check_logits_targets
 
 __all__ = ["linear_backward", "linear_forward", "softmax_cross_entropy_backward"]
 
@@ -41,7 +41,7 @@ def softmax_cross_entropy_backward(
     targets: torch.Tensor,
     *,
     reduction: str = "mean",
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Gradient of :func:`slmbook.losses.cross_entropy` with respect to the logits.

@@ -5,15 +5,17 @@ through Hugging Face ``transformers`` (``transformer.wte``,
 ``transformer.h.0.attn.c_attn``, ...), the same GELU (tanh approximation) and
 the same LayerNorm epsilon. Loading GPT-2 is therefore three small steps:
 
-1. build a :class:`~slmbook.model.GPTConfig` from the Hugging Face config
-   (``n_positions`` is our ``block_size``);
+1. translate the Hugging Face config into :class:`~slmbook.model.GPTConfig`'s
+   arguments (``n_positions`` is our ``block_size``);
 2. match the parameters by name, skipping the causal-mask buffers that old
    checkpoints store next to the weights (``attn.bias``, ``attn.masked_bias``);
 3. transpose the four matrices that GPT-2 stores as ``Conv1D`` (input x output)
    where ``torch.nn.Linear`` stores (output x input), and check every shape.
 
-``transformers`` is an optional dependency (``pip install slmbook[hf]``) and is
-imported only inside :func:`load_gpt2`.
+:meth:`slmbook.model.GPT.from_pretrained` runs the three steps. This module
+never imports :mod:`slmbook.model` (the model imports it), so there is no
+import cycle. ``transformers`` is an optional dependency (``pip install
+slmbook[hf]``) and is imported only inside :func:`load_hf_model`.
 
 See chapter 8, "Starting from a pretrained model" (book/08_pretrained.ipynb).
 """
@@ -26,7 +28,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["GPT2_NAMES", "config_from_hf", "convert_state_dict", "load_gpt2"]
+__all__ = ["GPT2_NAMES", "config_from_hf", "convert_state_dict", "load_hf_model"]
 
 #: The public GPT-2 checkpoints (124M, 355M, 774M and 1.5B parameters).
 GPT2_NAMES: tuple[str, ...] = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -67,8 +69,8 @@ def _resolve(name_or_path: str | Path) -> str:
     )
 
 
-def config_from_hf(hf_config: Any) -> Any:
-    """Translate a ``transformers.GPT2Config`` into slmbook's ``GPTConfig``.
+def config_from_hf(hf_config: Any) -> dict[str, Any]:
+    """Translate a ``transformers.GPT2Config`` into the arguments of slmbook's ``GPTConfig``.
 
     ``n_positions`` becomes ``block_size``; ``n_embd``, ``n_layer``, ``n_head``
     and ``vocab_size`` keep their names; GPT-2 has biases (``bias=True``) and
@@ -81,10 +83,15 @@ def config_from_hf(hf_config: Any) -> Any:
         approximation, or a LayerNorm epsilon other than 1e-5, which slmbook's
         GPT would not reproduce.
 
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> hf = SimpleNamespace(vocab_size=50257, n_positions=1024, n_layer=12, n_head=12, n_embd=768)
+    >>> config_from_hf(hf)["block_size"]
+    1024
+
     See chapter 8, "Starting from a pretrained model" (book/08_pretrained.ipynb).
     """
-    from slmbook.model import GPTConfig
-
     activation = getattr(hf_config, "activation_function", "gelu_new")
     if activation not in _GELU_TANH:
         raise ValueError(
@@ -96,15 +103,15 @@ def config_from_hf(hf_config: Any) -> Any:
         raise ValueError(
             f"layer_norm_epsilon={eps} is not supported: slmbook's GPT uses GPT-2's 1e-5"
         )
-    return GPTConfig(
-        vocab_size=hf_config.vocab_size,
-        block_size=hf_config.n_positions,
-        n_layer=hf_config.n_layer,
-        n_head=hf_config.n_head,
-        n_embd=hf_config.n_embd,
-        dropout=0.0,
-        bias=True,
-    )
+    return {
+        "vocab_size": hf_config.vocab_size,
+        "block_size": hf_config.n_positions,
+        "n_layer": hf_config.n_layer,
+        "n_head": hf_config.n_head,
+        "n_embd": hf_config.n_embd,
+        "dropout": 0.0,
+        "bias": True,
+    }
 
 
 def convert_state_dict(
@@ -177,13 +184,8 @@ def convert_state_dict(
     return out
 
 
-def load_gpt2(
-    name_or_path: str | Path,
-    *,
-    dtype: torch.dtype | None = None,
-    local_files_only: bool = False,
-) -> Any:
-    """Load public GPT-2 weights into slmbook's GPT.
+def load_hf_model(name_or_path: str | Path, *, local_files_only: bool = False) -> Any:
+    """The ``transformers.GPT2LMHeadModel`` of a GPT-2 name or a local folder.
 
     Parameters
     ----------
@@ -192,24 +194,16 @@ def load_gpt2(
         once by ``transformers`` into its cache, so this needs internet the
         first time), optionally prefixed ``"openai-community/"``, or a local
         folder written by ``save_pretrained``.
-    dtype:
-        Cast the loaded model to this dtype (default: float32).
     local_files_only:
         Never touch the network: load from the local folder or from
         ``transformers``' cache only (raises ``OSError`` if absent).
-
-    Returns
-    -------
-    GPT
-        An slmbook GPT in eval mode whose logits equal those of
-        ``transformers.GPT2LMHeadModel`` on the same ids.
 
     Raises
     ------
     ImportError
         If ``transformers`` is not installed (``pip install slmbook[hf]``).
     ValueError
-        For an unknown name, an unsupported configuration or a shape mismatch.
+        For an unknown name.
 
     Examples
     --------
@@ -220,15 +214,4 @@ def load_gpt2(
     """
     source = _resolve(name_or_path)
     transformers = _import_transformers()
-    from slmbook.model import GPT
-
-    hf_model = transformers.GPT2LMHeadModel.from_pretrained(
-        source, local_files_only=local_files_only
-    )
-    model = GPT(config_from_hf(hf_model.config))
-    state = convert_state_dict(hf_model.state_dict(), model)
-    del hf_model
-    model.load_state_dict(state)
-    if dtype is not None:
-        model = model.to(dtype)
-    return model.eval()
+    return transformers.GPT2LMHeadModel.from_pretrained(source, local_files_only=local_files_only)

@@ -8,7 +8,7 @@
 
 Its parameter names are GPT-2's (``transformer.wte``, ``transformer.h.0.attn.c_attn``,
 ...), its GELU uses the tanh approximation and its LayerNorm eps is 1e-5, so that
-public GPT-2 weights load by matching names (see :func:`slmbook.hub.load_gpt2`).
+public GPT-2 weights load by matching names (see :meth:`GPT.from_pretrained`).
 The output head shares its weight with the token embedding ("weight tying").
 
 Taught in chapter 2, "Parameters and initialization" (book/02_parameters.ipynb),
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -193,14 +194,33 @@ class GPT(nn.Module):
         return self.lm_head(x)  # (B, T, V)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, **kw: Any) -> GPT:
-        """Load public GPT-2 weights; delegates to :func:`slmbook.hub.load_gpt2`.
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        dtype: torch.dtype | None = None,
+        local_files_only: bool = False,
+    ) -> GPT:
+        """Load public GPT-2 weights (a name of ``slmbook.hub.GPT2_NAMES`` or a local folder).
+
+        Builds a ``GPTConfig`` from the checkpoint's config, matches the
+        parameters by name and transposes GPT-2's ``Conv1D`` matrices (the
+        helpers of :mod:`slmbook.hub`), casts to ``dtype`` if given, and returns
+        the model in eval mode. Its logits equal ``transformers``' on the same
+        ids. ``local_files_only=True`` never touches the network.
 
         See chapter 8, "Starting from a pretrained model" (book/08_pretrained.ipynb).
         """
-        from slmbook.hub import load_gpt2
+        from slmbook import hub
 
-        return load_gpt2(name_or_path, **kw)
+        hf_model = hub.load_hf_model(name_or_path, local_files_only=local_files_only)
+        model = cls(GPTConfig(**hub.config_from_hf(hf_model.config)))
+        state = hub.convert_state_dict(hf_model.state_dict(), model)
+        del hf_model
+        model.load_state_dict(state)
+        if dtype is not None:
+            model = model.to(dtype)
+        return model.eval()
 
 
 @dataclass

@@ -21,8 +21,8 @@ would waste it); the rate reaches :math:`\eta_{\max}` at :math:`s = W - 1` and
 :math:`s = W`, is halfway between the two at :math:`s = W + (S - W)/2`, and
 :math:`\eta_{\min}` from :math:`s = S` on.
 
-See chapter 6, "Updating the parameters" (book/06_update.ipynb) and chapter 7,
-"Iterate" (book/07_iterate.ipynb).
+See chapter 6, "Updating the parameters" (book/06_update.ipynb); chapter 7,
+"Iterating" (book/07_iterate.ipynb), trains with them.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def warmup_cosine(
     warmup_steps, max_steps : int
         ``0 <= warmup_steps <= max_steps``; after ``max_steps`` the rate stays ``min_lr``.
 
-    See chapter 7, "Iterate" (book/07_iterate.ipynb).
+    See chapter 6, "Updating the parameters" (book/06_update.ipynb).
     """
     _check(step, max_lr, warmup_steps, max_steps, min_lr)
     if step < warmup_steps:
@@ -95,7 +95,7 @@ def constant(
     ``max_steps`` and ``min_lr`` are accepted (and checked) so that both
     schedules take the same arguments; they do not change the rate.
 
-    See chapter 7, "Iterate" (book/07_iterate.ipynb).
+    See chapter 6, "Updating the parameters" (book/06_update.ipynb).
     """
     _check(step, max_lr, warmup_steps, max_steps, min_lr)
     if step < warmup_steps:
@@ -134,7 +134,7 @@ def make_scheduler(
     warmup_steps, max_steps : int
     min_lr_ratio : float in [0, 1]
 
-    See chapter 7, "Iterate" (book/07_iterate.ipynb).
+    See chapter 6, "Updating the parameters" (book/06_update.ipynb).
     """
     fn = _get(name)
     if not 0.0 <= min_lr_ratio <= 1.0:
@@ -162,7 +162,7 @@ def lr_curve(
     numpy.ndarray
         ``(num_steps,)`` float64.
 
-    See chapter 7, "Iterate" (book/07_iterate.ipynb).
+    See chapter 6, "Updating the parameters" (book/06_update.ipynb).
     """
     fn = _get(name)
     n = max_steps if num_steps is None else num_steps

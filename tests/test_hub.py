@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from slmbook.hub import GPT2_NAMES, config_from_hf, convert_state_dict, load_gpt2
+from slmbook.hub import GPT2_NAMES, config_from_hf, convert_state_dict, load_hf_model
 from slmbook.model import GPT, GPTConfig
 
 VOCAB = 61
@@ -106,7 +106,7 @@ def _namespace_config(**overrides) -> SimpleNamespace:
 
 
 def test_config_from_hf_maps_names():
-    cfg = config_from_hf(_namespace_config())
+    cfg = GPTConfig(**config_from_hf(_namespace_config()))
     assert cfg == GPTConfig(vocab_size=VOCAB, block_size=24, n_layer=2, n_head=4, n_embd=32,
                             dropout=0.0, bias=True)
 
@@ -123,16 +123,16 @@ def test_unsupported_config(overrides, pattern):
 
 def test_unknown_name_lists_valid_names(tmp_path):
     with pytest.raises(ValueError, match=r"unknown GPT-2 model 'gpt3'.*gpt2, gpt2-medium"):
-        load_gpt2("gpt3")
+        load_hf_model("gpt3")
     with pytest.raises(ValueError, match="neither a local folder"):
-        load_gpt2(tmp_path / "does-not-exist")
+        GPT.from_pretrained(tmp_path / "does-not-exist")
     assert GPT2_NAMES == ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
 
 def test_transformers_missing(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
     with pytest.raises(ImportError, match=r"pip install slmbook\[hf\]"):
-        load_gpt2(tmp_path)
+        load_hf_model(tmp_path)
     with pytest.raises(ImportError, match="transformers"):
         GPT.from_pretrained("gpt2")
 
@@ -169,9 +169,9 @@ def tiny(tmp_path_factory):
 @pytest.mark.slow
 def test_same_logits_float32(tiny):
     hf, folder = tiny
-    model = load_gpt2(folder)
+    model = GPT.from_pretrained(folder)
     assert isinstance(model, GPT) and not model.training
-    assert model.config == config_from_hf(hf.config)
+    assert model.config == GPTConfig(**config_from_hf(hf.config))
     idx = _ids()
     with torch.no_grad():
         torch.testing.assert_close(model(idx), hf(idx).logits, rtol=1e-5, atol=1e-5)
@@ -192,7 +192,7 @@ def test_same_logits_float64(tiny):
 @pytest.mark.slow
 def test_conv1d_weights_are_transposed(tiny):
     hf, folder = tiny
-    model = load_gpt2(folder)
+    model = GPT.from_pretrained(folder)
     torch.testing.assert_close(model.transformer.h[1].attn.c_attn.weight,
                                hf.transformer.h[1].attn.c_attn.weight.t(), rtol=0, atol=0)
     torch.testing.assert_close(model.transformer.h[0].mlp.c_proj.weight,
@@ -204,4 +204,4 @@ def test_folder_with_shape_mismatch_names_parameter_and_shapes(tmp_path):
     _save_tiny(tmp_path, n_inner=96)  # slmbook's MLP is always 4 * n_embd = 128 wide
     with pytest.raises(ValueError,
                        match=r"transformer\.h\.0\.mlp\.c_fc\.weight.*\(96, 32\).*\(128, 32\)"):
-        load_gpt2(tmp_path)
+        GPT.from_pretrained(tmp_path)

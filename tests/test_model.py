@@ -194,11 +194,19 @@ def test_forward_errors(tiny):
         GPT({"vocab_size": 3})
 
 
-def test_from_pretrained_delegates_to_hub(monkeypatch):
-    import sys
-    import types
+def test_from_pretrained_uses_the_hub_helpers(monkeypatch):
+    from types import SimpleNamespace
 
-    fake = types.ModuleType("slmbook.hub")
-    fake.load_gpt2 = lambda name, **kw: ("loaded", name, kw)
-    monkeypatch.setitem(sys.modules, "slmbook.hub", fake)
-    assert GPT.from_pretrained("gpt2", device="cpu") == ("loaded", "gpt2", {"device": "cpu"})
+    from slmbook import hub
+
+    source = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    hf_config = SimpleNamespace(vocab_size=11, n_positions=8, n_layer=1, n_head=2, n_embd=8)
+    conv1d = ("c_attn.weight", "c_proj.weight", "c_fc.weight")  # GPT-2 stores these (in, out)
+    hf_state = {k: v.t() if k.endswith(conv1d) else v for k, v in source.state_dict().items()}
+    fake = SimpleNamespace(config=hf_config, state_dict=lambda: hf_state)
+    calls = []
+    monkeypatch.setattr(hub, "load_hf_model", lambda name, **kw: calls.append((name, kw)) or fake)
+    model = GPT.from_pretrained("gpt2", dtype=torch.float64, local_files_only=True)
+    assert calls == [("gpt2", {"local_files_only": True})]
+    assert not model.training and model.lm_head.weight.dtype == torch.float64
+    torch.testing.assert_close(model.transformer.wte.weight.float(), source.transformer.wte.weight)
