@@ -15,7 +15,7 @@ from slmbook.sampling import generate
 from slmbook.seeding import set_seed
 from slmbook.tfidf import TfidfVectorizer
 from slmbook.tokenizers import BPETokenizer, CharTokenizer
-from slmbook.training import EarlyStopping, History, train
+from slmbook.training import EarlyStopping, History, TrainConfig, train
 
 __all__ = [
     "GPT",
@@ -29,6 +29,7 @@ __all__ = [
     "History",
     "TfidfRetriever",
     "TfidfVectorizer",
+    "TrainConfig",
     "__version__",
     "cross_entropy",
     "estimate_loss",

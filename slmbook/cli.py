@@ -148,10 +148,11 @@ def _train(args: argparse.Namespace) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when piped
 
+    from slmbook.callbacks import SampleCallback
     from slmbook.data import corpus_hash, load_corpus, train_val_split
     from slmbook.model import GPT, GPTConfig
     from slmbook.tokenizers import CharTokenizer
-    from slmbook.training import SampleCallback, train
+    from slmbook.training import train
 
     if args.threads:
         torch.set_num_threads(args.threads)

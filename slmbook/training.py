@@ -2,16 +2,18 @@
 
 :func:`train` repeats the four steps of chapters 3 to 6 on batches drawn
 from the training data, evaluates the training and validation loss every
-``eval_every`` steps, and records everything in a :class:`History`. Around
-that core it offers what a real run needs: a learning-rate schedule,
-gradient clipping and accumulation, a progress bar, callbacks (for example
-:class:`SampleCallback`, which writes a sample at every evaluation),
-:class:`EarlyStopping`, and checkpoints that make a run resumable exactly.
+``eval_every`` steps, and records everything in a
+:class:`~slmbook.callbacks.History`. Its hyperparameters live in one
+dataclass, :class:`TrainConfig` (keyword arguments of ``train`` override its
+fields). Around that core it offers what a real run needs: a learning-rate
+schedule, gradient clipping and accumulation, a progress bar, callbacks,
+early stopping, and checkpoints that make a run resumable exactly.
 
-Data can be a stream of token ids (random windows are drawn, as in chapter 1)
-or any source of ``(X, Y)`` batches: a callable ``fn(generator) -> (X, Y)``
-or an iterable of batches. Targets equal to ``-100`` are not scored, so a
-batch can ask the model to predict only some positions (an answer, say).
+Any model and any loss train through the same loop: a batch may be any
+object, and ``loss_fn(model, batch)`` turns it into a scalar loss. The
+default, :func:`next_token_loss`, is the cross-entropy of ``model(X)``
+against ``Y`` for a batch ``(X, Y)``; the reader of chapter 10 and the joint
+retriever-reader training of chapter 11 pass their own.
 
 Taught in chapter 7, "Iterating" (book/07_iterate.ipynb).
 """
@@ -19,13 +21,14 @@ Taught in chapter 7, "Iterating" (book/07_iterate.ipynb).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,185 +37,135 @@ import torch.nn.functional as F
 from torch import nn
 
 from slmbook import checkpoints
-from slmbook.data import get_batch
+from slmbook._checks import (
+    finite_float,
+    model_block_size,
+    model_device,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    unit_interval,
+)
+from slmbook.callbacks import Callback, EarlyStopping, History, as_callback
+from slmbook.data import get_batch, iter_batches
+from slmbook.inference import evaluating
+from slmbook.losses import IGNORE_INDEX
+from slmbook.schedules import SCHEDULES, make_scheduler
 
-__all__ = [
-    "IGNORE_INDEX",
-    "Callback",
-    "EarlyStopping",
-    "History",
-    "SampleCallback",
-    "make_optimizer",
-    "train",
-]
+__all__ = ["TrainConfig", "make_optimizer", "next_token_loss", "to_device", "train"]
 
-IGNORE_INDEX = -100  # targets with this value are not scored (torch's convention)
-Batch = tuple[torch.Tensor, torch.Tensor]
-BatchSource = torch.Tensor | Callable[[torch.Generator], Batch] | Iterable[Batch]
+BatchSource = torch.Tensor | Callable[[torch.Generator], Any] | Iterable[Any]
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+MAX_LR = 10.0  # any larger rate makes every optimizer here diverge at the first step
 
 
-@dataclass
-class History:
-    """Everything measured during training, one entry per step or per evaluation.
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every hyperparameter of :func:`train`, validated, each with its reason.
 
-    Attributes
-    ----------
-    steps, train_loss, lr, tokens, time:
-        Per step: the step number (from 1), the training loss of that step's
-        batch (nats per target token), the learning rate used, the tokens
-        seen so far and the seconds elapsed since training began.
-    eval_steps, eval_train_loss, eval_val_loss:
-        Per evaluation: the step, and the loss over fixed training and
-        validation batches (the same batches at every evaluation).
-    samples:
-        ``[step, text]`` pairs written by :class:`SampleCallback`.
-    stop_reason:
-        ``"max_steps"``, ``"early_stopping"``, ``"time_limit"`` or ``"interrupted"``.
+    These are the only defaults: the ``slmbook train`` command builds its
+    options from these fields (the help text is each field's ``metadata``).
+    ``train(..., lr=3e-4)`` or ``dataclasses.replace(config, lr=3e-4)``
+    change one field. Every checkpoint stores :meth:`to_dict`.
+
+    Examples
+    --------
+    >>> TrainConfig(max_steps=300).lr
+    0.001
+    >>> TrainConfig(max_steps=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_steps must be a positive int, got 0
 
     See chapter 7, "Iterating" (book/07_iterate.ipynb).
     """
 
-    steps: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)
-    time: list[float] = field(default_factory=list)
-    eval_steps: list[int] = field(default_factory=list)
-    eval_train_loss: list[float] = field(default_factory=list)
-    eval_val_loss: list[float] = field(default_factory=list)
-    samples: list[list] = field(default_factory=list)
-    stop_reason: str = ""
+    max_steps: int | None = field(default=None, metadata={
+        "help": "optimisation steps to take (give this or epochs)"})
+    epochs: float | None = field(default=None, metadata={
+        "help": "passes over the training data: as many tokens as the training ids hold, or "
+                "one pass over a sized iterable (give this or max_steps)"})
+    batch_size: int = field(default=12, metadata={
+        "help": "windows per batch drawn from token ids; 12 keeps a step fast on a CPU"})
+    block_size: int | None = field(default=None, metadata={
+        "help": "length of the windows drawn from token ids (None: the model's "
+                "config.block_size, the longest context it accepts)"})
+    lr: float = field(default=1e-3, metadata={
+        "help": f"peak learning rate of the default AdamW (at most {MAX_LR}); 1e-3 suits small "
+                "GPTs"})
+    weight_decay: float = field(default=0.1, metadata={
+        "help": "AdamW weight decay on matrices (not biases or gains), against overfitting"})
+    schedule: str | Any | None = field(default="cosine", metadata={
+        "help": "learning rate after the warmup: 'cosine' (decays to min_lr_ratio * lr) or "
+                "'constant'; None: no schedule; or a torch scheduler built on optimizer="})
+    warmup_steps: int | None = field(default=None, metadata={
+        "help": "linear warmup steps, which keep the first noisy updates small (None: "
+                "min(100, steps // 10))"})
+    min_lr_ratio: float = field(default=0.1, metadata={
+        "help": "the cosine schedule ends at lr * min_lr_ratio, in [0, 1]"})
+    eval_every: int = field(default=250, metadata={
+        "help": "evaluate every N steps and after the last one (an evaluation costs about "
+                "2 * eval_batches forward passes)"})
+    eval_batches: int | None = field(default=20, metadata={
+        "help": "fixed batches per evaluation, the same each time so that evaluations compare "
+                "(None: the whole validation split, in order)"})
+    grad_clip: float | None = field(default=1.0, metadata={
+        "help": "maximal gradient norm, against rare huge steps (None: no clipping)"})
+    grad_accum_steps: int = field(default=1, metadata={
+        "help": "batches whose gradients add up to one step: a larger batch in the same memory"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of the batch generator, so that a run repeats exactly; evaluation "
+                "batches come from seed + 1 and seed + 2"})
+    time_limit: float | None = field(default=None, metadata={
+        "help": "stop after this many seconds of this run (None: no limit)"})
+    checkpoint_path: str | Path | None = field(default=None, metadata={
+        "help": "checkpoint written every checkpoint_every steps and at the end, to resume "
+                "or reuse the model; '{step}' in it keeps one file per save (None: none)"})
+    checkpoint_every: int | None = field(default=None, metadata={
+        "help": "steps between checkpoints, the most work a crash can lose (None: only at "
+                "the end)"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
-    def __repr__(self) -> str:
-        last = f", val_loss={self.eval_val_loss[-1]:.4f}" if self.eval_val_loss else ""
-        return f"History(steps={len(self.steps)}{last}, stop_reason={self.stop_reason!r})"
-
-    @property
-    def best_step(self) -> int | None:
-        """The step of the lowest validation loss (None before any evaluation)."""
-        if not self.eval_val_loss:
-            return None
-        return self.eval_steps[min(range(len(self.eval_val_loss)), key=self.eval_val_loss.__getitem__)]
+    def __post_init__(self) -> None:
+        positive_int("max_steps", self.max_steps, allow_none=True)
+        positive_float("epochs", self.epochs, allow_none=True)
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of max_steps and epochs, got "
+                             f"max_steps={self.max_steps!r}, epochs={self.epochs!r}")
+        for name in ("batch_size", "eval_every", "grad_accum_steps"):
+            positive_int(name, getattr(self, name))
+        for name in ("block_size", "eval_batches", "checkpoint_every"):
+            positive_int(name, getattr(self, name), allow_none=True)
+        non_negative_int("warmup_steps", self.warmup_steps, allow_none=True)
+        positive_float("lr", self.lr, max_value=MAX_LR)
+        if finite_float("weight_decay", self.weight_decay) < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        unit_interval("min_lr_ratio", self.min_lr_ratio, closed_right=True)
+        positive_float("grad_clip", self.grad_clip, allow_none=True)
+        positive_float("time_limit", self.time_limit, allow_none=True)
+        if non_negative_int("seed", self.seed) >= 2**64:
+            raise ValueError(f"seed must be below 2**64 (torch's generators hold 64 bits), "
+                             f"got {self.seed!r}")
+        if isinstance(self.schedule, str) and self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of "
+                             f"{sorted(SCHEDULES)} or None")
+        if self.schedule is not None and not isinstance(self.schedule, str) and not all(
+                hasattr(self.schedule, a) for a in ("step", "state_dict", "optimizer")):
+            raise ValueError(f"schedule must be a name {sorted(SCHEDULES)}, None, or a torch "
+                             f"scheduler built on optimizer=, got {self.schedule!r}")
+        if self.checkpoint_every is not None and self.checkpoint_path is None:
+            raise ValueError("checkpoint_every needs checkpoint_path: give the file to write")
+        if not isinstance(self.progress, bool):
+            raise TypeError(f"progress must be True or False, got {self.progress!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain lists and numbers (JSON-safe)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> History:
-        """The inverse of :meth:`to_dict`."""
-        return cls(**{k: list(v) if isinstance(v, (list, tuple)) else v for k, v in d.items()})
-
-    def plot(self, ax: Any = None, *, title: str = "Training and validation loss") -> Any:
-        """Draw the per-step training loss and the evaluated losses; return the Axes."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(7, 4))
-        ax.plot(self.steps, self.train_loss, color="tab:blue", alpha=0.25, lw=1,
-                label="train (one batch)")
-        ax.plot(self.eval_steps, self.eval_train_loss, "o-", color="tab:blue", ms=3,
-                label="train (evaluated)")
-        ax.plot(self.eval_steps, self.eval_val_loss, "o-", color="tab:orange", ms=3,
-                label="validation")
-        ax.set(xlabel="step", ylabel="loss (nats per token)", title=title)
-        ax.legend()
-        return ax
-
-
-class Callback:
-    """Hooks called by :func:`train`; override the ones you need.
-
-    A plain function ``fn(history, model)`` passed in ``callbacks`` is called
-    like :meth:`on_eval`.
-    """
-
-    def on_step(self, history: History, model: nn.Module) -> None:
-        """After every optimisation step (``history.steps[-1]`` is the step)."""
-
-    def on_eval(self, history: History, model: nn.Module) -> None:
-        """After every evaluation (``history.eval_val_loss[-1]`` is the new value)."""
-
-
-class SampleCallback(Callback):
-    """Generate a sample at every evaluation and store it in ``history.samples``.
-
-    The same seed is used every time, so the samples differ only because the
-    model does. Sampling uses its own generator and leaves training's random
-    state alone. ``echo=True`` also prints each sample (above the progress bar).
-    """
-
-    def __init__(self, tokenizer: Any, prompt: str = "\n", max_new_tokens: int = 100, *,
-                 temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
-                 echo: bool = False) -> None:
-        self.tokenizer, self.prompt, self.max_new_tokens = tokenizer, prompt, max_new_tokens
-        self.temperature, self.top_k, self.seed, self.echo = temperature, top_k, seed, echo
-
-    def __repr__(self) -> str:
-        return f"SampleCallback(prompt={self.prompt!r}, max_new_tokens={self.max_new_tokens})"
-
-    def on_eval(self, history: History, model: nn.Module) -> None:
-        from slmbook.sampling import generate
-
-        text = generate(model, self.tokenizer, self.prompt, self.max_new_tokens,
-                        temperature=self.temperature, top_k=self.top_k,
-                        generator=torch.Generator().manual_seed(self.seed))
-        step = history.steps[-1] if history.steps else 0
-        history.samples.append([step, text])
-        if self.echo:
-            from tqdm.auto import tqdm
-
-            tqdm.write(f"--- sample at step {step} ---\n{text}\n")
-
-
-class EarlyStopping:
-    """Stop when the validation loss has not improved for ``patience`` evaluations.
-
-    An evaluation improves when its validation loss is below the best so far
-    by more than ``min_delta``. With ``restore_best=True`` the model's weights
-    at the best evaluation are kept (on the CPU) and put back when training
-    ends, whether or not it stopped early.
-
-    See chapter 7, "Iterating" (book/07_iterate.ipynb).
-    """
-
-    def __init__(self, patience: int = 3, min_delta: float = 0.0, *,
-                 restore_best: bool = True) -> None:
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be a positive int, got {patience!r}")
-        if not min_delta >= 0:
-            raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
-        self.patience, self.min_delta, self.restore_best = patience, float(min_delta), restore_best
-        self.best_loss, self.best_step, self.bad_evals = math.inf, -1, 0
-        self.best_state: dict[str, torch.Tensor] | None = None
-
-    def __repr__(self) -> str:
-        return (f"EarlyStopping(patience={self.patience}, min_delta={self.min_delta}, "
-                f"best_loss={self.best_loss:.4f}, best_step={self.best_step})")
-
-    def update(self, val_loss: float, model: nn.Module, step: int) -> bool:
-        """Record one evaluation; return True when training should stop."""
-        if val_loss < self.best_loss - self.min_delta:
-            self.best_loss, self.best_step, self.bad_evals = val_loss, step, 0
-            if self.restore_best:
-                self.best_state = {k: v.detach().to("cpu", copy=True)
-                                   for k, v in model.state_dict().items()}
-        else:
-            self.bad_evals += 1
-        return self.bad_evals >= self.patience
-
-    def restore(self, model: nn.Module) -> None:
-        """Put the best weights back into ``model`` (if they were kept)."""
-        if self.restore_best and self.best_state is not None:
-            model.load_state_dict(self.best_state)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best_loss": self.best_loss, "best_step": self.best_step,
-                "bad_evals": self.bad_evals, "best_state": self.best_state}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best_loss, self.best_step = state["best_loss"], state["best_step"]
-        self.bad_evals, self.best_state = state["bad_evals"], state["best_state"]
+        """The fields as plain data (a scheduler object as its class name, a path as a str)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if d["schedule"] is not None and not isinstance(d["schedule"], str):
+            d["schedule"] = f"<{type(d['schedule']).__name__}>"
+        if d["checkpoint_path"] is not None:
+            d["checkpoint_path"] = str(d["checkpoint_path"])
+        return d
 
 
 def make_optimizer(model: nn.Module, *, lr: float = 1e-3, weight_decay: float = 0.1,
@@ -229,97 +182,141 @@ def make_optimizer(model: nn.Module, *, lr: float = 1e-3, weight_decay: float = 
     return AdamW([g for g in groups if g["params"]], lr=lr, betas=betas)
 
 
-# ----------------------------------------------------------------------------- the loop
-
-
-def train(
-    model: nn.Module,
-    train_data: BatchSource,
-    val_data: BatchSource | None,
-    *,
-    max_steps: int | None = None,
-    epochs: float | None = None,
-    batch_size: int = 12,
-    block_size: int | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    lr: float = 1e-3,
-    weight_decay: float = 0.1,
-    schedule: str | Any | None = "cosine",
-    warmup_steps: int | None = None,
-    min_lr_ratio: float = 0.1,
-    eval_every: int = 100,
-    eval_batches: int | None = 20,
-    grad_clip: float | None = 1.0,
-    grad_accum_steps: int = 1,
-    early_stopping: EarlyStopping | None = None,
-    callbacks: Sequence[Callback | Callable[[History, nn.Module], None]] = (),
-    checkpoint_path: str | Path | None = None,
-    checkpoint_every: int | None = None,
-    resume_from: str | Path | None = None,
-    tokenizer: Any | None = None,
-    seed: int = 0,
-    generator: torch.Generator | None = None,
-    time_limit: float | None = None,
-    progress: bool = True,
-    meta: dict[str, Any] | None = None,
-) -> History:
-    """Train ``model`` on next-token prediction and return what was measured.
-
-    Each step draws ``grad_accum_steps`` batches, computes the cross-entropy
-    ``F.cross_entropy(logits.view(-1, V), Y.view(-1), ignore_index=-100)``,
-    back-propagates, clips the gradient norm, updates the parameters and
-    advances the schedule.
+def next_token_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The default ``loss_fn`` of :func:`train`: cross-entropy of ``model(X)`` against ``Y``.
 
     Parameters
     ----------
     model:
-        Maps ``X: (B, T) int64`` to logits (B, T, V); trained in place.
+        Maps ``X: (B, T) int64`` to logits (B, T, V).
+    batch:
+        ``(X, Y)``, both (B, T) int64; targets equal to
+        :data:`slmbook.losses.IGNORE_INDEX` (-100) are not scored.
+
+    Returns
+    -------
+    torch.Tensor
+        () the mean over the scored targets, in nats.
+
+    Examples
+    --------
+    >>> model = nn.Embedding(5, 5)  # (B, T) -> (B, T, 5): logits from the current token only
+    >>> x, y = torch.tensor([[0, 1, 2]]), torch.tensor([[1, 2, -100]])
+    >>> next_token_loss(model, (x, y)).shape
+    torch.Size([])
+
+    See chapter 4, "Computing the loss" (book/04_loss.ipynb).
+    """
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise TypeError(f"next_token_loss needs a batch (X, Y), got a {type(batch).__name__}; "
+                        "pass loss_fn=... to train on other batches")
+    x, y = batch
+    logits = model(x)  # (B, T, V)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
+                           ignore_index=IGNORE_INDEX)
+
+
+def to_device(batch: Any, device: torch.device | str) -> Any:
+    """``batch`` with every tensor in it moved to ``device``.
+
+    Tensors, and tuples, lists, dicts and dataclasses of them (recursively),
+    are rebuilt with their tensors moved; any other object is returned as is.
+
+    >>> to_device({"x": torch.zeros(2), "n": 3}, "cpu")
+    {'x': tensor([0., 0.]), 'n': 3}
+
+    See chapter 7, "Iterating" (book/07_iterate.ipynb).
+    """
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, (tuple, list)):
+        items = [to_device(v, device) for v in batch]
+        if hasattr(batch, "_fields"):  # a named tuple
+            return type(batch)(*items)
+        return type(batch)(items) if type(batch) in (tuple, list) else items
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        return dataclasses.replace(batch, **{f.name: to_device(getattr(batch, f.name), device)
+                                             for f in dataclasses.fields(batch) if f.init})
+    return batch
+
+
+def _first_tensor(batch: Any) -> torch.Tensor | None:
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        batch = [getattr(batch, f.name) for f in dataclasses.fields(batch)]
+    values = batch.values() if isinstance(batch, dict) else batch
+    if isinstance(values, (tuple, list, type({}.values()))):
+        for v in values:
+            found = _first_tensor(v)
+            if found is not None:
+                return found
+    return None
+
+
+def _count_tokens(batch: Any) -> int:
+    """Tokens of X for (X, Y); else ``batch.num_tokens``; else the size of the first tensor."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], torch.Tensor):
+        return batch[0].numel()
+    if hasattr(batch, "num_tokens"):
+        return int(batch.num_tokens)
+    first = _first_tensor(batch)
+    return 0 if first is None else first.numel()
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(model: nn.Module, train_data: BatchSource, val_data: BatchSource | None,
+          config: TrainConfig | None = None, *, optimizer: torch.optim.Optimizer | None = None,
+          loss_fn: LossFn | None = None, callbacks: Sequence[Callback | Callable] = (),
+          early_stopping: EarlyStopping | None = None, resume_from: str | Path | None = None,
+          tokenizer: Any | None = None, meta: dict[str, Any] | None = None,
+          **overrides: Any) -> History:
+    """Train ``model`` and return what was measured.
+
+    Each step draws ``grad_accum_steps`` batches, computes ``loss_fn(model,
+    batch)``, back-propagates, clips the gradient norm, updates the
+    parameters and advances the schedule.
+
+    Parameters
+    ----------
+    model:
+        Trained in place; with the default loss it maps ``X: (B, T) int64``
+        to logits (B, T, V).
     train_data, val_data:
-        Token ids, a 1-D int64 tensor (N,) from which random windows are
-        drawn (:func:`slmbook.data.get_batch`); or a callable
-        ``fn(generator) -> (X, Y)``; or an iterable of ``(X, Y)`` batches
-        (cycled). X and Y are (B, T) int64; Y may hold ``-100`` (not scored).
-        ``val_data=None`` skips validation.
-    max_steps, epochs:
-        How long to train: give exactly one. An epoch is as many tokens as
-        the training ids hold (or one pass over a sized iterable).
-    batch_size, block_size:
-        B and T of the random windows (T defaults to ``model.config.block_size``).
-    optimizer, lr, weight_decay:
-        An optimizer, or ``None`` for :func:`make_optimizer` (slmbook's AdamW).
-    schedule, warmup_steps, min_lr_ratio:
-        ``"cosine"``, ``"constant"``, ``None`` (no schedule) or a torch
-        learning-rate scheduler attached to ``optimizer``. Warmup defaults to
-        ``min(100, steps // 10)``.
-    eval_every, eval_batches:
-        Evaluate every ``eval_every`` steps (and after the last step) on
-        ``eval_batches`` fixed batches of each split (``None``: the whole
-        validation split, deterministically).
-    grad_clip, grad_accum_steps:
-        Maximal gradient norm (``None``: no clipping); batches per step.
-    early_stopping:
-        An :class:`EarlyStopping`, updated with each validation loss. The
-        returned model holds its best weights; the final checkpoint holds the
-        last ones (so that it stays exactly resumable).
+        Token ids, a 1-D int64 tensor (N,) from which random ``(X, Y)``
+        windows are drawn (:func:`slmbook.data.get_batch`); or a callable
+        ``fn(generator) -> batch``; or an iterable of batches (cycled). A
+        batch is any object ``loss_fn`` understands; its tensors are moved to
+        the model's device (:func:`to_device`). ``val_data=None`` skips
+        validation.
+    config:
+        A :class:`TrainConfig` (default: ``TrainConfig(**overrides)``).
+    optimizer:
+        An optimizer, or ``None`` for :func:`make_optimizer` (slmbook's AdamW
+        with ``config.lr`` and ``config.weight_decay``).
+    loss_fn:
+        ``loss_fn(model, batch) -> () tensor``; default :func:`next_token_loss`.
+        Evaluations average it over fixed batches, each weighted by its tokens
+        (counted as for ``History.tokens``).
     callbacks:
-        :class:`Callback` objects, or functions ``fn(history, model)`` called
-        after each evaluation.
-    checkpoint_path, checkpoint_every:
-        Where to save a checkpoint every ``checkpoint_every`` steps and at the
-        end; a ``{step}`` in the path keeps one file per step.
+        :class:`~slmbook.callbacks.Callback` objects, or functions
+        ``fn(history, model)`` called after each evaluation.
+    early_stopping:
+        An :class:`~slmbook.callbacks.EarlyStopping`, updated with each
+        validation loss. The returned model holds its best weights; the final
+        checkpoint holds the last ones (so that it stays exactly resumable).
     resume_from:
         A checkpoint written by ``train``: model, optimizer, schedule, step,
         random states and history are restored, and the run continues exactly
         as if it had never stopped (same losses, bit for bit, on the CPU).
     tokenizer, meta:
         Stored in checkpoints (``meta`` as metadata, e.g. the corpus hash).
-    seed, generator:
-        Seed of the batch generator (or a generator to use); evaluation
-        batches are drawn once from ``seed + 1``.
-    time_limit:
-        Stop after this many seconds (checked after each step).
-    progress:
-        Show a tqdm progress bar (notebook-aware).
+    **overrides:
+        Fields of :class:`TrainConfig` to replace, e.g. ``max_steps=300``.
 
     Returns
     -------
@@ -327,9 +324,11 @@ def train(
 
     Raises
     ------
+    TypeError
+        For a keyword that is not a :class:`TrainConfig` field.
     ValueError
-        For a bad argument (the message names it), for example
-        ``max_steps <= 0`` or a validation split shorter than one window.
+        For a bad value (the message names it), e.g. ``max_steps=0`` or a
+        validation split shorter than one window.
     OSError
         If ``checkpoint_path`` cannot be written (checked before training).
     FloatingPointError
@@ -346,94 +345,80 @@ def train(
 
     See chapter 7, "Iterating" (book/07_iterate.ipynb).
     """
-    run = _Run(model, train_data, val_data, max_steps=max_steps, epochs=epochs,
-               batch_size=batch_size, block_size=block_size, optimizer=optimizer, lr=lr,
-               weight_decay=weight_decay, schedule=schedule, warmup_steps=warmup_steps,
-               min_lr_ratio=min_lr_ratio, eval_every=eval_every, eval_batches=eval_batches,
-               grad_clip=grad_clip, grad_accum_steps=grad_accum_steps,
-               early_stopping=early_stopping, checkpoint_path=checkpoint_path,
-               checkpoint_every=checkpoint_every, tokenizer=tokenizer, seed=seed,
-               generator=generator, time_limit=time_limit, meta=meta)
+    config = _configure(config, overrides)
+    run = _Run(model, train_data, val_data, config, optimizer, loss_fn or next_token_loss,
+               early_stopping, tokenizer, meta)
     if resume_from is not None:
         run.resume(resume_from)
-    hooks = [cb if isinstance(cb, Callback) else _EvalFunction(cb) for cb in callbacks]
+    hooks = [as_callback(cb) for cb in callbacks]
     history, stop = run.history, None
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=run.max_steps, initial=run.step, disable=not progress, desc="training")
+    bar = tqdm(total=run.max_steps, initial=run.step, disable=not config.progress, desc="training")
     model.train()
-    start = time.perf_counter() - (history.time[-1] if history.time else 0.0)
+    start, offset = time.perf_counter(), (history.time[-1] if history.time else 0.0)
     with _sigint_flag() as interrupted, bar:
         while run.step < run.max_steps and stop is None:
-            lr_now = run.optimizer.param_groups[0]["lr"]
-            loss = _forward_backward(model, run.draw, grad_accum_steps)   # chapters 3 to 5
-            if not math.isfinite(loss):
-                raise FloatingPointError(run.non_finite_message(loss))
-            _update(model, run.optimizer, run.scheduler, grad_clip)        # chapter 6
-            run.step += 1
-            history.steps.append(run.step)
-            history.train_loss.append(loss)
-            history.lr.append(lr_now)
-            history.tokens.append((history.tokens[-1] if history.tokens else 0) + run.tokens_per_step)
-            history.time.append(time.perf_counter() - start)
+            run.take_step(offset + time.perf_counter() - start)      # chapters 3 to 6
             bar.update(1)
             for hook in hooks:
                 hook.on_step(history, model)
-            if run.step % eval_every == 0 or run.step == run.max_steps:
+            if run.step % config.eval_every == 0 or run.step == run.max_steps:
                 stop = run.evaluate(hooks)
                 bar.set_postfix(train=f"{history.eval_train_loss[-1]:.3f}",
-                                val=f"{history.eval_val_loss[-1]:.3f}" if val_data is not None else "-")
-            if checkpoint_every and run.step % checkpoint_every == 0:
+                                val=f"{history.eval_val_loss[-1]:.3f}")
+            if config.checkpoint_every and run.step % config.checkpoint_every == 0:
                 run.save()
             if stop is None and interrupted():
                 stop = "interrupted"
-            if stop is None and time_limit is not None and history.time[-1] >= time_limit:
+            limit = config.time_limit
+            if stop is None and limit is not None and time.perf_counter() - start >= limit:
                 stop = "time_limit"
     if history.steps and stop in ("time_limit", None) and history.eval_steps[-1:] != [run.step]:
         run.evaluate(hooks)  # the final figures, when the last step was not evaluated
     history.stop_reason = stop or "max_steps"
-    if run.checkpoint_path is not None:
+    if config.checkpoint_path is not None:
         run.save()
     if early_stopping is not None:
         early_stopping.restore(model)
     return history
 
 
-def _forward_backward(model: nn.Module, draw: Callable[[], Batch], accum: int) -> float:
-    """Accumulate the gradient of the mean loss over ``accum`` batches; return that loss."""
-    total = 0.0
+def _configure(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise TypeError(f"train() got unknown keyword arguments {unknown}; the TrainConfig "
+                        f"fields are {names}")
+    if config is None:
+        return TrainConfig(**overrides)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    return dataclasses.replace(config, **overrides)
+
+
+def _forward_backward(model: nn.Module, draw: Callable[[], Any], loss_fn: LossFn,
+                      accum: int) -> tuple[float, int]:
+    """Accumulate the gradient of the mean loss over ``accum`` batches; return it and the tokens."""
+    total, tokens = 0.0, 0
     for _ in range(accum):
-        x, y = draw()  # (B, T), (B, T)
-        logits = model(x)  # (B, T, V)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1),
-                               ignore_index=IGNORE_INDEX)
+        batch = draw()
+        loss = loss_fn(model, batch)  # ()
         (loss / accum).backward()
         total += loss.item() / accum
-    return total
+        tokens += _count_tokens(batch)
+    return total, tokens
 
 
-def _update(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-            grad_clip: float | None) -> None:
-    if grad_clip is not None:
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        if not torch.isfinite(norm):
-            raise FloatingPointError(
-                f"the gradient norm is {norm.item()}; training stopped before updating the "
-                "parameters (the last checkpoint on disk is kept). Lower the learning rate")
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    if scheduler is not None:
-        scheduler.step()
-
-
-class _EvalFunction(Callback):
-    def __init__(self, fn: Callable[[History, nn.Module], None]) -> None:
-        if not callable(fn):
-            raise TypeError(f"callbacks must be Callback objects or functions, got {fn!r}")
-        self.fn = fn
-
-    def on_eval(self, history: History, model: nn.Module) -> None:
-        self.fn(history, model)
+def _mean_loss(model: nn.Module, batches: Sequence[Any], loss_fn: LossFn) -> float:
+    """The loss over fixed batches, each weighted by its tokens."""
+    total, weight = 0.0, 0
+    with evaluating(model):
+        for batch in batches:
+            n = max(_count_tokens(batch), 1)
+            total += float(loss_fn(model, batch)) * n
+            weight += n
+    return total / weight if weight else math.nan
 
 
 @contextlib.contextmanager
@@ -459,21 +444,14 @@ def _sigint_flag() -> Iterator[Callable[[], bool]]:
 # ----------------------------------------------------------------------------- set-up
 
 
-def _positive_int(name: str, value: Any, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 class _Source:
-    """Draws training batches from token ids, a callable or an iterable, and counts them."""
+    """Draws batches from token ids, a callable or an iterable, and counts them."""
 
-    def __init__(self, data: BatchSource, name: str, batch_size: int, block_size: int,
+    def __init__(self, data: BatchSource, name: str, config: TrainConfig, block_size: int,
                  generator: torch.Generator, device: torch.device) -> None:
         self.data, self.name, self.generator, self.device = data, name, generator, device
-        self.batch_size, self.block_size, self.consumed = batch_size, block_size, 0
-        self._iter: Iterator[Batch] | None = None
+        self.batch_size, self.block_size, self.consumed = config.batch_size, block_size, 0
+        self._iter: Iterator[Any] | None = None
         if isinstance(data, torch.Tensor):
             if data.ndim != 1:
                 raise ValueError(f"{name} must be 1-D token ids (N,), got shape {tuple(data.shape)}")
@@ -483,20 +461,18 @@ class _Source:
                     f"needs {block_size + 1}; the split is empty or too short: use more data, "
                     "a larger split fraction or a smaller block_size")
         elif not callable(data) and not isinstance(data, Iterable):
-            raise TypeError(f"{name} must be token ids, a callable or an iterable of (X, Y), "
+            raise TypeError(f"{name} must be token ids, a callable or an iterable of batches, "
                             f"got {type(data).__name__}")
 
-    def __call__(self) -> Batch:
+    def __call__(self) -> Any:
         self.consumed += 1
         if isinstance(self.data, torch.Tensor):
-            x, y = get_batch(self.data, self.batch_size, self.block_size, self.generator)
-        elif callable(self.data):
-            x, y = self.data(self.generator)
+            batch = get_batch(self.data, self.batch_size, self.block_size, self.generator)
         else:
-            x, y = self._next()
-        return x.to(self.device), y.to(self.device)
+            batch = self.data(self.generator) if callable(self.data) else self._next()
+        return to_device(batch, self.device)
 
-    def _next(self) -> Batch:
+    def _next(self) -> Any:
         for _ in range(2):
             if self._iter is None:
                 self._iter = iter(self.data)
@@ -504,7 +480,7 @@ class _Source:
             if batch is not None:
                 return batch
             self._iter = None  # exhausted: start the next pass
-        raise ValueError(f"{self.name} is an empty iterable: it yields no (X, Y) batches")
+        raise ValueError(f"{self.name} is an empty iterable: it yields no batches")
 
     def skip(self, n: int) -> None:
         """Fast-forward an iterable source by ``n`` batches (for resuming)."""
@@ -521,22 +497,21 @@ class _Source:
         raise ValueError(f"epochs needs a sized {self.name} (token ids or a list of batches); "
                          "pass max_steps instead")
 
-    def fixed_batches(self, n: int | None, seed: int) -> Any:
-        """The batches every evaluation uses (drawn once)."""
-        g = torch.Generator().manual_seed(seed)
+    def fixed_batches(self, n: int | None, seed: int) -> list[Any]:
+        """The batches every evaluation uses (drawn once, on the model's device)."""
+        g = torch.Generator().manual_seed(seed % 2**64)
         if isinstance(self.data, torch.Tensor):
-            if n is None:
-                return self.data.to(self.device)
-            return [tuple(t.to(self.device) for t in
-                          get_batch(self.data, self.batch_size, self.block_size, g))
-                    for _ in range(n)]
-        if callable(self.data):
+            batches = (iter_batches(self.data, self.batch_size, self.block_size) if n is None else
+                       (get_batch(self.data, self.batch_size, self.block_size, g) for _ in range(n)))
+        elif callable(self.data):
             if n is None:
                 raise ValueError(f"eval_batches=None needs token ids; {self.name} is a callable")
-            return [self.data(g) for _ in range(n)]
-        batches = list(itertools.islice(self.data, n))
+            batches = (self.data(g) for _ in range(n))
+        else:
+            batches = itertools.islice(self.data, n)
+        batches = [to_device(b, self.device) for b in batches]
         if not batches:
-            raise ValueError(f"{self.name} is an empty iterable: it yields no (X, Y) batches")
+            raise ValueError(f"{self.name} is an empty iterable: it yields no batches")
         return batches
 
 
@@ -544,76 +519,69 @@ class _Run:
     """The state of one training run: data sources, optimizer, schedule, step, history."""
 
     def __init__(self, model: nn.Module, train_data: BatchSource, val_data: BatchSource | None,
-                 **opts: Any) -> None:
-        self.model, self.opts = model, opts
-        for name in ("batch_size", "eval_every", "grad_accum_steps"):
-            _positive_int(name, opts[name])
-        for name in ("max_steps", "eval_batches", "checkpoint_every", "warmup_steps"):
-            _positive_int(name, opts[name], optional=True)
-        if (opts["max_steps"] is None) == (opts["epochs"] is None):
-            raise ValueError("give exactly one of max_steps and epochs, got "
-                             f"max_steps={opts['max_steps']!r}, epochs={opts['epochs']!r}")
-        if opts["epochs"] is not None and not opts["epochs"] > 0:
-            raise ValueError(f"epochs must be > 0, got {opts['epochs']!r}")
-        if opts["grad_clip"] is not None and not opts["grad_clip"] > 0:
-            raise ValueError(f"grad_clip must be > 0 or None, got {opts['grad_clip']!r}")
-        if opts["time_limit"] is not None and not opts["time_limit"] > 0:
-            raise ValueError(f"time_limit must be > 0 seconds or None, got {opts['time_limit']!r}")
-        if opts["early_stopping"] is not None and val_data is None:
+                 config: TrainConfig, optimizer: torch.optim.Optimizer | None, loss_fn: LossFn,
+                 early_stopping: EarlyStopping | None, tokenizer: Any, meta: Any) -> None:
+        if early_stopping is not None and val_data is None:
             raise ValueError("early_stopping needs val_data: it watches the validation loss")
-        block_size = opts["block_size"] or getattr(getattr(model, "config", None), "block_size", None)
-        _positive_int("block_size", block_size)
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        self.generator = opts["generator"] or torch.Generator().manual_seed(opts["seed"])
-        self.draw = _Source(train_data, "train_data", opts["batch_size"], block_size,
-                            self.generator, device)
+        self.model, self.config, self.loss_fn, self.early_stopping = (
+            model, config, loss_fn, early_stopping)
+        self.tokenizer, self.meta = tokenizer, dict(meta or {})
+        block_size = positive_int("block_size", config.block_size or model_block_size(model))
+        device = model_device(model)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.draw = _Source(train_data, "train_data", config, block_size, self.generator, device)
         val = (None if val_data is None else
-               _Source(val_data, "val_data", opts["batch_size"], block_size, self.generator, device))
-        self.max_steps = opts["max_steps"] or max(1, round(
-            opts["epochs"] * self.draw.steps_per_epoch(opts["grad_accum_steps"])))
-        self.tokens_per_step = opts["batch_size"] * block_size * opts["grad_accum_steps"]
-        self.eval_train = self.draw.fixed_batches(opts["eval_batches"] or 20, opts["seed"] + 1)
-        self.eval_val = None if val is None else val.fixed_batches(opts["eval_batches"], opts["seed"] + 2)
-        self.batch_size, self.block_size = opts["batch_size"], block_size
-        self.checkpoint_path = opts["checkpoint_path"]
-        if self.checkpoint_path is not None:
+               _Source(val_data, "val_data", config, block_size, self.generator, device))
+        self.max_steps = config.max_steps or max(1, round(
+            config.epochs * self.draw.steps_per_epoch(config.grad_accum_steps)))
+        self.eval_train = self.draw.fixed_batches(config.eval_batches or 20, config.seed + 1)
+        self.eval_val = None if val is None else val.fixed_batches(config.eval_batches,
+                                                                   config.seed + 2)
+        if config.checkpoint_path is not None:
             checkpoints.check_writable(self._path(0))
-        elif opts["checkpoint_every"] is not None:
-            raise ValueError("checkpoint_every needs checkpoint_path")
-        self.optimizer = opts["optimizer"] or make_optimizer(
-            model, lr=opts["lr"], weight_decay=opts["weight_decay"])
-        self.scheduler = self._scheduler(opts["schedule"])
+        self.optimizer = optimizer or make_optimizer(model, lr=config.lr,
+                                                     weight_decay=config.weight_decay)
+        self.scheduler = self._scheduler(config.schedule)
         self.step, self.history, self.last_saved = 0, History(), None
 
     def _scheduler(self, schedule: Any) -> Any:
-        if schedule is None:
-            return None
-        if isinstance(schedule, str):
-            from slmbook.schedules import make_scheduler
+        if schedule is None or not isinstance(schedule, str):
+            if schedule is not None and schedule.optimizer is not self.optimizer:
+                raise ValueError("schedule must be a name ('cosine', 'constant'), None, or a "
+                                 "scheduler built on the optimizer passed as optimizer=")
+            return schedule
+        warmup = self.config.warmup_steps
+        warmup = min(100, self.max_steps // 10) if warmup is None else warmup
+        return make_scheduler(self.optimizer, schedule, warmup_steps=warmup,
+                              max_steps=self.max_steps, min_lr_ratio=self.config.min_lr_ratio)
 
-            warmup = self.opts["warmup_steps"]
-            warmup = min(100, self.max_steps // 10) if warmup is None else warmup
-            return make_scheduler(self.optimizer, schedule, warmup_steps=warmup,
-                                  max_steps=self.max_steps, min_lr_ratio=self.opts["min_lr_ratio"])
-        if getattr(schedule, "optimizer", None) is not self.optimizer:
-            raise ValueError("schedule must be a name ('cosine', 'constant'), None, or a scheduler "
-                             "built on the optimizer passed as optimizer=")
-        return schedule
+    def take_step(self, elapsed: float) -> None:
+        """One optimisation step, recorded in the history."""
+        lr_now = self.optimizer.param_groups[0]["lr"]
+        loss, tokens = _forward_backward(self.model, self.draw, self.loss_fn,
+                                         self.config.grad_accum_steps)
+        if not math.isfinite(loss):
+            raise FloatingPointError(self.non_finite_message(loss))
+        _update(self.model, self.optimizer, self.scheduler, self.config.grad_clip)
+        self.step += 1
+        h = self.history
+        h.steps.append(self.step)
+        h.train_loss.append(loss)
+        h.lr.append(lr_now)
+        h.tokens.append((h.tokens[-1] if h.tokens else 0) + tokens)
+        h.time.append(elapsed)
 
     def evaluate(self, hooks: Sequence[Callback]) -> str | None:
         """Evaluate both splits, log, call the hooks; return "early_stopping" to stop."""
-        from slmbook.losses import estimate_loss
-
-        kw = {"batch_size": self.batch_size, "block_size": self.block_size}
         h = self.history
         h.eval_steps.append(self.step)
-        h.eval_train_loss.append(estimate_loss(self.model, self.eval_train, **kw))
-        val = math.nan if self.eval_val is None else estimate_loss(self.model, self.eval_val, **kw)
+        h.eval_train_loss.append(_mean_loss(self.model, self.eval_train, self.loss_fn))
+        val = math.nan if self.eval_val is None else _mean_loss(self.model, self.eval_val,
+                                                                self.loss_fn)
         h.eval_val_loss.append(val)
         for hook in hooks:
             hook.on_eval(h, self.model)
-        es = self.opts["early_stopping"]
+        es = self.early_stopping
         if es is not None and es.update(val, self.model, self.step):
             return "early_stopping"
         return None
@@ -627,20 +595,21 @@ class _Run:
                 "data for targets that are all -100")
 
     def _path(self, step: int) -> Path:
-        return Path(str(self.checkpoint_path).replace("{step}", str(step)))
+        return Path(str(self.config.checkpoint_path).replace("{step}", str(step)))
 
     def save(self) -> None:
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             raise FloatingPointError(
                 f"the parameters hold NaN or infinite values at step {self.step}; the checkpoint "
                 f"was not saved (the last good one, {str(self.last_saved)!r}, is kept)")
-        es = self.opts["early_stopping"]
-        state = {"batches_consumed": self.draw.consumed,
+        es = self.early_stopping
+        state = {"config": self.config.to_dict(), "max_steps": self.max_steps,
+                 "batches_consumed": self.draw.consumed,
                  "early_stopping": es.state_dict() if es is not None else None}
         self.last_saved = checkpoints.save(
             self._path(self.step), self.model, self.optimizer, scheduler=self.scheduler,
-            step=self.step, tokenizer=self.opts["tokenizer"], generator=self.generator,
-            history=self.history, training_state=state, **(self.opts["meta"] or {}))
+            step=self.step, tokenizer=self.tokenizer, generator=self.generator,
+            history=self.history, training_state=state, **self.meta)
 
     def resume(self, path: str | Path) -> None:
         ckpt = checkpoints.load(path)
@@ -654,6 +623,19 @@ class _Run:
         self.history = History.from_dict(ckpt.history) if ckpt.history else History()
         state = ckpt.training_state or {}
         self.draw.skip(state.get("batches_consumed", 0))
-        es = self.opts["early_stopping"]
-        if es is not None and state.get("early_stopping") is not None:
-            es.load_state_dict(state["early_stopping"])
+        if self.early_stopping is not None and state.get("early_stopping") is not None:
+            self.early_stopping.load_state_dict(state["early_stopping"])
+
+
+def _update(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+            grad_clip: float | None) -> None:
+    if grad_clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if not torch.isfinite(norm):
+            raise FloatingPointError(
+                f"the gradient norm is {norm.item()}; training stopped before updating the "
+                "parameters (the last checkpoint on disk is kept). Lower the learning rate")
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if scheduler is not None:
+        scheduler.step()

@@ -3,36 +3,31 @@
 Covers: the loss falls on a tiny corpus; the loop equals a hand-written one;
 gradient accumulation equals one big batch; (X, Y) sources with -100 targets
 score only the marked positions; epochs; a resumed run equals the
-uninterrupted one bit for bit (Ctrl-C writes the checkpoint); early stopping
-triggers and restores the best weights; NaN losses stop training and keep the
-last good checkpoint; bad arguments raise clear errors.
+uninterrupted one bit for bit (Ctrl-C writes the checkpoint); NaN losses stop
+training and keep the last good checkpoint; bad arguments raise clear errors;
+a custom loss (answer-only, on padded variable-length batches) trains, resumes
+bit for bit after Ctrl-C, stops early and checkpoints; TrainConfig overrides
+and the config stored in checkpoints; to_device. Early stopping, samples and
+History are covered in test_callbacks.py.
 """
 
 from __future__ import annotations
 
 import math
 import signal
+from dataclasses import dataclass
 
-import matplotlib
 import pytest
 import torch
 import torch.nn.functional as F
 
 from slmbook import checkpoints
+from slmbook.callbacks import Callback, EarlyStopping
 from slmbook.data import get_batch
 from slmbook.model import GPT, GPTConfig
 from slmbook.optim import SGD, AdamW
 from slmbook.tokenizers import CharTokenizer
-from slmbook.training import (
-    Callback,
-    EarlyStopping,
-    History,
-    SampleCallback,
-    make_optimizer,
-    train,
-)
-
-matplotlib.use("Agg")
+from slmbook.training import TrainConfig, make_optimizer, to_device, train
 
 TEXT = ("the cat sat on the mat. the dog ran to the door. a bird flew over the red roof.\n"
         * 30)
@@ -154,44 +149,6 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     assert checkpoints.load(path).step == 2
 
 
-def test_early_stopping_logic():
-    es = EarlyStopping(patience=2, min_delta=0.1)
-    model = _model()
-    assert [es.update(v, model, s) for s, v in enumerate([3.0, 2.0, 1.95, 2.5])] == [
-        False, False, False, True]
-    assert es.best_step == 1 and es.best_loss == 2.0
-
-
-def test_early_stopping_catches_overfitting_and_restores_best_weights():
-    snapshots = {}
-
-    def remember(history, model):
-        snapshots[history.eval_steps[-1]] = {k: v.clone() for k, v in model.state_dict().items()}
-
-    tiny_train = TRAIN[:60]  # memorised quickly; the validation loss then turns up
-    es = EarlyStopping(patience=2)
-    model = _model(n_embd=64)
-    h = train(model, tiny_train, VAL, max_steps=400, eval_every=10, lr=1e-2, schedule=None,
-              early_stopping=es, callbacks=[remember], weight_decay=0.0, **FAST)
-    assert h.stop_reason == "early_stopping" and len(h.steps) < 400
-    assert h.best_step == es.best_step < h.eval_steps[-1]
-    assert h.eval_val_loss[-1] > min(h.eval_val_loss)
-    assert h.eval_train_loss[-1] < h.eval_train_loss[0]
-    for k, v in model.state_dict().items():
-        torch.testing.assert_close(v, snapshots[es.best_step][k], rtol=0, atol=0)
-
-
-def test_sample_callback_and_history_helpers(tmp_path):
-    h = train(_model(), TRAIN, VAL, max_steps=4, eval_every=2,
-              callbacks=[SampleCallback(TOK, "the", 10, seed=1)], **FAST)
-    assert [s for s, _ in h.samples] == [2, 4]
-    assert all(text.startswith("the") and len(text) == 13 for _, text in h.samples)
-    again = History.from_dict(h.to_dict())
-    assert again == h and again.best_step in (2, 4)
-    ax = h.plot()
-    assert ax.get_xlabel() == "step" and len(ax.lines) == 3
-
-
 def test_time_limit_and_scheduler_object():
     model = _model()
     opt = make_optimizer(model, lr=1e-2)
@@ -211,7 +168,7 @@ def test_time_limit_and_scheduler_object():
         ({"max_steps": 5, "eval_every": 0}, ValueError, "eval_every must be a positive int"),
         ({}, ValueError, "give exactly one of max_steps and epochs"),
         ({"max_steps": 5, "epochs": 1}, ValueError, "give exactly one of max_steps and epochs"),
-        ({"max_steps": 5, "grad_clip": 0.0}, ValueError, "grad_clip must be > 0"),
+        ({"max_steps": 5, "grad_clip": 0.0}, ValueError, "grad_clip must be a positive number, got 0.0"),
         ({"max_steps": 5, "checkpoint_every": 2}, ValueError, "checkpoint_every needs"),
         ({"max_steps": 5, "schedule": "linear"}, ValueError, "unknown schedule 'linear'"),
         ({"max_steps": 5, "schedule": object()}, ValueError, "schedule must be a name"),
@@ -235,8 +192,6 @@ def test_bad_data_and_paths(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OSError, match="is not writable"):
         train(_model(), TRAIN, VAL, max_steps=2, checkpoint_path=blocker / "c.pt", progress=False)
-    with pytest.raises(ValueError, match="patience must be a positive int"):
-        EarlyStopping(patience=0)
 
 
 def test_resume_checks_config_and_step(tmp_path):
@@ -267,3 +222,117 @@ def test_second_ctrl_c_aborts_at_once(tmp_path):
               callbacks=[TwoInterrupts()], **FAST)
     assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
     assert not (tmp_path / "c.pt").exists()
+
+
+# ----------------------------------------------------------------------------- custom losses
+
+QA_PAIRS = [("ann lives in", " oslo"), ("bob works at", " the mill"), ("cy likes", " tea"),
+            ("dee was born in", " rome"), ("eve owns", " a red cat"), ("fay plays", " chess")]
+QA_TOK = CharTokenizer.fit("".join(q + a + "\n" for q, a in QA_PAIRS))
+
+
+@dataclass
+class PaddedQA:
+    """Variable-length examples padded to the longest: the next token of ids[:, t] is ids[:, t+1]."""
+
+    ids: torch.Tensor  # (B, L) int64, padded with 0
+    answer: torch.Tensor  # (B, L) bool: ids[:, t] is part of the answer (scored as a target)
+    lengths: torch.Tensor  # (B,) int64
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+
+def _qa_batch(indices) -> PaddedQA:
+    rows = [(QA_TOK.encode(QA_PAIRS[i][0]), QA_TOK.encode(QA_PAIRS[i][1] + "\n")) for i in indices]
+    width = max(len(q) + len(a) for q, a in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    answer = torch.zeros(len(rows), width, dtype=torch.bool)
+    for r, (q, a) in enumerate(rows):
+        ids[r, : len(q) + len(a)] = torch.tensor(q + a)
+        answer[r, len(q): len(q) + len(a)] = True
+    return PaddedQA(ids, answer, torch.tensor([len(q) + len(a) for q, a in rows]))
+
+
+def _qa_source(generator: torch.Generator) -> PaddedQA:
+    return _qa_batch(torch.randint(len(QA_PAIRS), (4,), generator=generator).tolist())
+
+
+def answer_only_loss(model, batch: PaddedQA) -> torch.Tensor:
+    logits = model(batch.ids[:, :-1])  # (B, L-1, V)
+    mask = batch.answer[:, 1:]  # (B, L-1): the target ids[:, t+1] is an answer token
+    return F.cross_entropy(logits[mask], batch.ids[:, 1:][mask])
+
+
+def _qa_model(seed: int = 0, **kw) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**{"vocab_size": QA_TOK.vocab_size, "block_size": 24, "n_layer": 1,
+                            "n_head": 2, "n_embd": 32} | kw))
+
+
+QA_OPTS = {"loss_fn": answer_only_loss, "progress": False, "eval_batches": 2, "seed": 5}
+
+
+def test_custom_loss_on_padded_batches_scores_only_answers():
+    batch = _qa_batch([0, 4])
+    model = _qa_model()
+    with torch.no_grad():
+        logits = model(batch.ids[:, :-1])
+    scored = [(r, t) for r in range(2) for t in range(batch.ids.size(1) - 1) if batch.answer[r, t + 1]]
+    expected = torch.stack([F.cross_entropy(logits[r, t], batch.ids[r, t + 1]) for r, t in scored]).mean()
+    h = train(model, [batch], [batch], max_steps=1, eval_every=1, **QA_OPTS)
+    torch.testing.assert_close(torch.tensor(h.train_loss[0]), expected, rtol=1e-6, atol=1e-6)
+    assert h.tokens == [batch.num_tokens]  # the batch's own count, not the padded size
+    h = train(_qa_model(), _qa_source, _qa_source, max_steps=60, eval_every=30, lr=1e-2, **QA_OPTS)
+    assert h.train_loss[0] > 2.5 and h.eval_val_loss[-1] < h.train_loss[0] - 2.0
+
+
+def test_custom_loss_resume_after_ctrl_c_is_bit_for_bit(tmp_path):
+    opts = {"max_steps": 12, "eval_every": 4, "lr": 1e-2, **QA_OPTS}
+    full = train(_qa_model(dropout=0.1), _qa_source, _qa_source, **opts)
+    path = tmp_path / "qa.pt"
+    first = train(_qa_model(dropout=0.1), _qa_source, _qa_source, checkpoint_path=path,
+                  callbacks=[_InterruptAt(5)], **opts)
+    assert first.stop_reason == "interrupted" and checkpoints.load(path).step == 5
+    resumed = train(_qa_model(seed=9, dropout=0.1), _qa_source, _qa_source, resume_from=path, **opts)
+    assert resumed.train_loss == full.train_loss and resumed.eval_val_loss == full.eval_val_loss
+    assert resumed.tokens == full.tokens
+
+
+def test_custom_loss_with_early_stopping_and_checkpoints(tmp_path):
+    es = EarlyStopping(patience=2)
+    path = tmp_path / "qa-{step}.pt"
+    seen = [_qa_batch([0, 1]), _qa_batch([2, 3])]  # memorised; the unseen pairs then get worse
+    unseen = [_qa_batch([4, 5])]
+    h = train(_qa_model(n_embd=64), seen, unseen, max_steps=300, eval_every=5, lr=1e-2,
+              schedule=None, early_stopping=es, checkpoint_path=path, checkpoint_every=5,
+              weight_decay=0.0, **QA_OPTS)
+    assert h.stop_reason == "early_stopping" and h.best_step == es.best_step < h.steps[-1]
+    last = checkpoints.load(tmp_path / f"qa-{h.steps[-1]}.pt")
+    assert last.training_state["config"]["checkpoint_every"] == 5
+    assert last.history["eval_val_loss"] == h.eval_val_loss
+
+
+# ----------------------------------------------------------------------------- config and batches
+
+
+def test_config_overrides_and_unknown_keywords(tmp_path):
+    base = TrainConfig(max_steps=3, eval_every=3, **FAST)
+    h = train(_model(), TRAIN, VAL, base, eval_batches=1, checkpoint_path=tmp_path / "c.pt")
+    assert h.eval_steps == [3] and base.eval_batches == 2  # the config itself is not changed
+    stored = checkpoints.load(tmp_path / "c.pt").training_state["config"]
+    assert stored == {**base.to_dict(), "eval_batches": 1, "checkpoint_path": str(tmp_path / "c.pt")}
+    with pytest.raises(TypeError, match=r"unknown keyword arguments \['eval_evry'\].*'eval_every'"):
+        train(_model(), TRAIN, VAL, max_steps=3, eval_evry=3)
+    with pytest.raises(TypeError, match="config must be a TrainConfig, got dict"):
+        train(_model(), TRAIN, VAL, {"max_steps": 3})
+
+
+def test_to_device_rebuilds_containers_and_dataclasses():
+    batch = {"qa": _qa_batch([0]), "pair": (torch.zeros(2), [torch.ones(1), "text"]), "n": 3}
+    moved = to_device(batch, "meta")
+    assert moved["qa"].ids.device.type == "meta" and isinstance(moved["qa"], PaddedQA)
+    assert moved["pair"][0].device.type == "meta" and isinstance(moved["pair"], tuple)
+    assert moved["pair"][1][0].device.type == "meta" and moved["pair"][1][1] == "text"
+    assert moved["n"] == 3 and batch["qa"].ids.device.type == "cpu"
