@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from slmbook._checks import finite_float, positive_int
+from slmbook.sampling import generate
 
 __all__ = ["Callback", "EarlyStopping", "History", "SampleCallback", "as_callback"]
 
@@ -166,8 +167,6 @@ class SampleCallback(Callback):
         return f"SampleCallback(prompt={self.prompt!r}, max_new_tokens={self.max_new_tokens})"
 
     def on_eval(self, history: History, model: nn.Module) -> None:
-        from slmbook.sampling import generate
-
         text = generate(model, self.tokenizer, self.prompt, self.max_new_tokens,
                         temperature=self.temperature, top_k=self.top_k,
                         generator=torch.Generator().manual_seed(self.seed))

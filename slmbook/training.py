@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,15 +45,14 @@ from slmbook._checks import (
     positive_int,
     unit_interval,
 )
+from slmbook.batches import BatchSource, BatchStream, count_tokens, to_device
 from slmbook.callbacks import Callback, EarlyStopping, History, as_callback
-from slmbook.data import get_batch, iter_batches
 from slmbook.inference import evaluating
 from slmbook.losses import IGNORE_INDEX
 from slmbook.schedules import SCHEDULES, make_scheduler
 
 __all__ = ["TrainConfig", "make_optimizer", "next_token_loss", "to_device", "train"]
 
-BatchSource = torch.Tensor | Callable[[torch.Generator], Any] | Iterable[Any]
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 MAX_LR = 10.0  # any larger rate makes every optimizer here diverge at the first step
 
@@ -216,56 +214,6 @@ def next_token_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) 
                            ignore_index=IGNORE_INDEX)
 
 
-def to_device(batch: Any, device: torch.device | str) -> Any:
-    """``batch`` with every tensor in it moved to ``device``.
-
-    Tensors, and tuples, lists, dicts and dataclasses of them (recursively),
-    are rebuilt with their tensors moved; any other object is returned as is.
-
-    >>> to_device({"x": torch.zeros(2), "n": 3}, "cpu")
-    {'x': tensor([0., 0.]), 'n': 3}
-
-    See chapter 7, "Iterating" (book/07_iterate.ipynb).
-    """
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, (tuple, list)):
-        items = [to_device(v, device) for v in batch]
-        if hasattr(batch, "_fields"):  # a named tuple
-            return type(batch)(*items)
-        return type(batch)(items) if type(batch) in (tuple, list) else items
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        return dataclasses.replace(batch, **{f.name: to_device(getattr(batch, f.name), device)
-                                             for f in dataclasses.fields(batch) if f.init})
-    return batch
-
-
-def _first_tensor(batch: Any) -> torch.Tensor | None:
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        batch = [getattr(batch, f.name) for f in dataclasses.fields(batch)]
-    values = batch.values() if isinstance(batch, dict) else batch
-    if isinstance(values, (tuple, list, type({}.values()))):
-        for v in values:
-            found = _first_tensor(v)
-            if found is not None:
-                return found
-    return None
-
-
-def _count_tokens(batch: Any) -> int:
-    """Tokens of X for (X, Y); else ``batch.num_tokens``; else the size of the first tensor."""
-    if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], torch.Tensor):
-        return batch[0].numel()
-    if hasattr(batch, "num_tokens"):
-        return int(batch.num_tokens)
-    first = _first_tensor(batch)
-    return 0 if first is None else first.numel()
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -406,7 +354,7 @@ def _forward_backward(model: nn.Module, draw: Callable[[], Any], loss_fn: LossFn
         loss = loss_fn(model, batch)  # ()
         (loss / accum).backward()
         total += loss.item() / accum
-        tokens += _count_tokens(batch)
+        tokens += count_tokens(batch)
     return total, tokens
 
 
@@ -415,7 +363,7 @@ def _mean_loss(model: nn.Module, batches: Sequence[Any], loss_fn: LossFn) -> flo
     total, weight = 0.0, 0
     with evaluating(model):
         for batch in batches:
-            n = max(_count_tokens(batch), 1)
+            n = max(count_tokens(batch), 1)
             total += float(loss_fn(model, batch)) * n
             weight += n
     return total / weight if weight else math.nan
@@ -441,80 +389,6 @@ def _sigint_flag() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-# ----------------------------------------------------------------------------- set-up
-
-
-class _Source:
-    """Draws batches from token ids, a callable or an iterable, and counts them."""
-
-    def __init__(self, data: BatchSource, name: str, config: TrainConfig, block_size: int,
-                 generator: torch.Generator, device: torch.device) -> None:
-        self.data, self.name, self.generator, self.device = data, name, generator, device
-        self.batch_size, self.block_size, self.consumed = config.batch_size, block_size, 0
-        self._iter: Iterator[Any] | None = None
-        if isinstance(data, torch.Tensor):
-            if data.ndim != 1:
-                raise ValueError(f"{name} must be 1-D token ids (N,), got shape {tuple(data.shape)}")
-            if len(data) < block_size + 1:
-                raise ValueError(
-                    f"{name} has {len(data)} tokens, but a window of block_size={block_size} "
-                    f"needs {block_size + 1}; the split is empty or too short: use more data, "
-                    "a larger split fraction or a smaller block_size")
-        elif not callable(data) and not isinstance(data, Iterable):
-            raise TypeError(f"{name} must be token ids, a callable or an iterable of batches, "
-                            f"got {type(data).__name__}")
-
-    def __call__(self) -> Any:
-        self.consumed += 1
-        if isinstance(self.data, torch.Tensor):
-            batch = get_batch(self.data, self.batch_size, self.block_size, self.generator)
-        else:
-            batch = self.data(self.generator) if callable(self.data) else self._next()
-        return to_device(batch, self.device)
-
-    def _next(self) -> Any:
-        for _ in range(2):
-            if self._iter is None:
-                self._iter = iter(self.data)
-            batch = next(self._iter, None)
-            if batch is not None:
-                return batch
-            self._iter = None  # exhausted: start the next pass
-        raise ValueError(f"{self.name} is an empty iterable: it yields no batches")
-
-    def skip(self, n: int) -> None:
-        """Fast-forward an iterable source by ``n`` batches (for resuming)."""
-        if not isinstance(self.data, torch.Tensor) and not callable(self.data):
-            for _ in range(n):
-                self._next()
-        self.consumed = n
-
-    def steps_per_epoch(self, accum: int) -> int:
-        if isinstance(self.data, torch.Tensor):
-            return max(1, math.ceil(len(self.data) / (self.batch_size * self.block_size * accum)))
-        if hasattr(self.data, "__len__"):
-            return max(1, len(self.data) // accum)
-        raise ValueError(f"epochs needs a sized {self.name} (token ids or a list of batches); "
-                         "pass max_steps instead")
-
-    def fixed_batches(self, n: int | None, seed: int) -> list[Any]:
-        """The batches every evaluation uses (drawn once, on the model's device)."""
-        g = torch.Generator().manual_seed(seed % 2**64)
-        if isinstance(self.data, torch.Tensor):
-            batches = (iter_batches(self.data, self.batch_size, self.block_size) if n is None else
-                       (get_batch(self.data, self.batch_size, self.block_size, g) for _ in range(n)))
-        elif callable(self.data):
-            if n is None:
-                raise ValueError(f"eval_batches=None needs token ids; {self.name} is a callable")
-            batches = (self.data(g) for _ in range(n))
-        else:
-            batches = itertools.islice(self.data, n)
-        batches = [to_device(b, self.device) for b in batches]
-        if not batches:
-            raise ValueError(f"{self.name} is an empty iterable: it yields no batches")
-        return batches
-
-
 class _Run:
     """The state of one training run: data sources, optimizer, schedule, step, history."""
 
@@ -529,9 +403,9 @@ class _Run:
         block_size = positive_int("block_size", config.block_size or model_block_size(model))
         device = model_device(model)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.draw = _Source(train_data, "train_data", config, block_size, self.generator, device)
+        self.draw = BatchStream(train_data, "train_data", config.batch_size, block_size, self.generator, device)
         val = (None if val_data is None else
-               _Source(val_data, "val_data", config, block_size, self.generator, device))
+               BatchStream(val_data, "val_data", config.batch_size, block_size, self.generator, device))
         self.max_steps = config.max_steps or max(1, round(
             config.epochs * self.draw.steps_per_epoch(config.grad_accum_steps)))
         self.eval_train = self.draw.fixed_batches(config.eval_batches or 20, config.seed + 1)
