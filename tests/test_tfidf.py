@@ -267,3 +267,21 @@ def test_module_imports_neither_sklearn_nor_scipy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_grid_search_over_vectorizer_options():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+
+    docs = ["cats purr and cats nap", "a cat naps", "cats chase mice", "the cat purrs"] * 3
+    docs += ["dogs bark at night", "a dog barks", "dogs fetch sticks", "the dog runs"] * 3
+    labels = [0] * 12 + [1] * 12
+    pipe = Pipeline([("vect", TfidfVectorizer()), ("clf", LogisticRegression())])
+    grid = {"vect__norm": ["l1", "l2"], "vect__sublinear_tf": [False, True]}
+    search = GridSearchCV(pipe, grid, cv=3).fit(docs, labels)
+    assert search.best_score_ == 1.0
+    assert len(search.cv_results_["params"]) == 4
+    best = search.best_estimator_.named_steps["vect"]
+    assert isinstance(best, TfidfVectorizer) and best.norm in ("l1", "l2")
+    assert search.predict(["a cat purrs", "a dog barks"]).tolist() == [0, 1]
