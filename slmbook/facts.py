@@ -99,7 +99,7 @@ SPLITS = ("seen", "heldout", "absent")
 _ONSETS = ("b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
            "br", "dr", "kr", "st", "th", "sh")
 _VOWELS = ("a", "e", "i", "o", "u", "ai", "ei", "ou")
-_CODAS = ("", "", "", "n", "r", "l", "s", "th", "m")
+_CODAS = ("", "", "", "", "n", "r", "l", "s", "m")
 
 
 @dataclass(frozen=True)
@@ -144,8 +144,8 @@ def invent_names(n: int, rng: random.Random, exclude: Sequence[str] = ()) -> lis
     """
     taken, names = set(exclude), []
     while len(names) < n:
-        first = _word(rng, rng.choice((1, 2, 2)))
-        last = _word(rng, rng.choice((2, 2, 3)))
+        first = _word(rng, rng.choice((1, 2)))
+        last = _word(rng, 2)
         name = f"{first.capitalize()} {last.capitalize()}"
         if name not in taken and len(first) > 2:
             taken.add(name)
@@ -208,7 +208,7 @@ class FactWorld:
         each person also gets an answerless passage ``"p007/faq"`` that
         mentions the name (and "lives", "works"), so that plain TF-IDF ranks
         it first for many questions: on the default world, recall@1 of the
-        held-out questions drops from 99.5% to 79% (top-3 stays 100%).
+        held-out questions drops from 99.5% to 78% (top-3 stays 99.8%).
 
         See chapter 10, "Augmenting the input" (book/10_augment.ipynb).
         """
