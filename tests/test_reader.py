@@ -110,7 +110,7 @@ def test_reader_data_batches(world):
     b1, b2 = data(g), data(g)
     assert b1.ids.shape[0] == 8 and b1.num_tokens > 8
     again = ReaderData(world, batch_size=8)(torch.Generator().manual_seed(0))
-    assert torch.equal(again.ids, b1.ids) and not torch.equal(b1.ids[:, :5], b2.ids[:, :5]) or True
+    assert torch.equal(again.ids, b1.ids) and not torch.equal(b1.ids, b2.ids)
     one = ReaderData(world, batch_size=4, questions="one")(g)
     assert all((t != IGNORE_INDEX).sum() <= 12 for t in one.targets)
     with pytest.raises(ValueError, match="questions='some'"):
