@@ -17,9 +17,11 @@ Taught in chapter 7, "Iterating" (book/07_iterate.ipynb).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,71 +43,122 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0 for none), got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {value}")
     return value
+
+
+# The only TrainConfig defaults the command sets differently, each for a reason (a test
+# checks that every other option's default is TrainConfig's own):
+CLI_DEFAULTS = {
+    "max_steps": 2000,  # `slmbook train` alone trains for about two minutes on 2 cores
+    "block_size": 64,  # the command builds the model: --block-size is its context and the windows'
+    "checkpoint_path": "slmbook-run.pt",  # a command always leaves its result on disk
+    "checkpoint_every": 500,  # a crash loses at most 500 steps of work
+}
+_FLAGS = {"max_steps": ["--max-steps", "--steps"], "checkpoint_path": ["--out"],
+          "progress": ["--no-progress"]}
+_GROUP = {"block_size": "model", "checkpoint_path": "output", "checkpoint_every": "output",
+          "progress": "output"}
+
+
+class _Given(argparse.Action):
+    """Store the value and remember that it was given (resuming keeps the others)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
+def _converter(annotation: str) -> Callable[[str], Any]:
+    kind = int if annotation.startswith("int") else float if annotation.startswith("float") else str
+    optional = "None" in annotation
+    what = {int: "an integer", float: "a number", str: "a value"}[kind]
+
+    def convert(text: str) -> Any:
+        if optional and text.lower() == "none":
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {what}{' or none' if optional else ''}, got {text!r}") from None
+
+    return convert
+
+
+def _add_config_options(groups: dict[str, Any]) -> None:
+    """One option per TrainConfig field: its help, its type, its default (or CLI_DEFAULTS')."""
+    from slmbook.training import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        default = CLI_DEFAULTS.get(f.name, f.default)
+        flags = _FLAGS.get(f.name, ["--" + f.name.replace("_", "-")])
+        group = groups[_GROUP.get(f.name, "training")]
+        helptext = f.metadata["help"].replace("%", "%%")
+        if f.name == "progress":
+            group.add_argument(*flags, dest=f.name, action=_Given, nargs=0, const=False,
+                               default=default, help="hide the progress bar")
+            continue
+        if f.name == "block_size":
+            helptext = "context length of the model, and of the training windows, in characters"
+        shown = "none" if default is None else default
+        metavar = "PATH" if f.name == "checkpoint_path" else f.name.upper().split("_")[-1]
+        group.add_argument(*flags, dest=f.name, action=_Given, type=_converter(f.type),
+                           default=default, metavar=metavar,
+                           help=f"{helptext} (default: {shown})")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a small GPT on a text corpus and save a checkpoint",
                        description="Train a character-level GPT and save a checkpoint.",
                        epilog=_EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(given=set())
     d = p.add_argument_group("data")
-    d.add_argument("--corpus", metavar="PATH", default=None,
+    d.add_argument("--corpus", metavar="PATH", default=None, action=_Given,
                    help="UTF-8 text file to train on (default: the Python reference docs "
                         "shipped with CPython, about 465,000 characters)")
     d.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
                    help="fraction of the text, at its end, kept for validation (default: 0.1)")
     m = p.add_argument_group("model")
-    m.add_argument("--n-layer", type=_positive_int, default=4, help="transformer blocks (default: 4)")
-    m.add_argument("--n-head", type=_positive_int, default=4,
+    m.add_argument("--n-layer", type=_positive_int, default=4, action=_Given,
+                   help="transformer blocks (default: 4)")
+    m.add_argument("--n-head", type=_positive_int, default=4, action=_Given,
                    help="attention heads per block; must divide --n-embd (default: 4)")
-    m.add_argument("--n-embd", type=_positive_int, default=128,
+    m.add_argument("--n-embd", type=_positive_int, default=128, action=_Given,
                    help="width of each token's vector (default: 128)")
-    m.add_argument("--block-size", type=_positive_int, default=64,
-                   help="context length in characters (default: 64)")
-    m.add_argument("--dropout", type=float, default=0.0, help="dropout rate in [0, 1) (default: 0)")
+    m.add_argument("--dropout", type=float, default=0.0, action=_Given,
+                   help="dropout rate in [0, 1) (default: 0)")
     t = p.add_argument_group("training")
-    t.add_argument("--steps", type=_positive_int, default=2000,
-                   help="optimisation steps (default: 2000)")
-    t.add_argument("--batch-size", type=_positive_int, default=12,
-                   help="windows per step (default: 12)")
-    t.add_argument("--lr", type=_positive_float, default=1e-3,
-                   help="peak learning rate of AdamW (default: 1e-3)")
-    t.add_argument("--weight-decay", type=float, default=0.1,
-                   help="AdamW weight decay on matrices (default: 0.1)")
-    t.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
-                   help="learning-rate schedule after warmup (default: cosine)")
-    t.add_argument("--warmup-steps", type=_positive_int, default=None,
-                   help="linear warmup steps (default: min(100, steps / 10))")
-    t.add_argument("--grad-clip", type=_positive_float, default=1.0,
-                   help="maximal gradient norm (default: 1.0)")
-    t.add_argument("--eval-every", type=_positive_int, default=250,
-                   help="evaluate and print a sample every N steps (default: 250)")
-    t.add_argument("--eval-batches", type=_positive_int, default=20,
-                   help="batches per evaluation (default: 20)")
-    t.add_argument("--time-limit", type=_positive_float, default=None, metavar="SECONDS",
-                   help="stop after this many seconds even if --steps is not reached")
-    t.add_argument("--seed", type=int, default=1337, help="random seed (default: 1337)")
+    o = p.add_argument_group("output")
+    _add_config_options({"model": m, "training": t, "output": o})
     t.add_argument("--threads", type=_positive_int, default=None,
                    help="torch CPU threads (default: torch's choice)")
-    o = p.add_argument_group("output")
-    o.add_argument("--out", metavar="PATH", default="slmbook-run.pt",
-                   help="checkpoint file to write (default: slmbook-run.pt)")
-    o.add_argument("--checkpoint-every", type=_positive_int, default=500,
-                   help="also save every N steps (default: 500)")
     o.add_argument("--resume", metavar="PATH", default=None,
-                   help="continue a run from its checkpoint; give the same options as the "
-                        "first run (a larger --steps extends it)")
-    o.add_argument("--sample-length", type=int, default=200, metavar="N",
+                   help="continue a run from its checkpoint, with its options; an option given "
+                        "again replaces the stored one (a larger --steps extends the run)")
+    o.add_argument("--force", action="store_true",
+                   help="overwrite an existing checkpoint at --out (never a file that is not "
+                        "a checkpoint)")
+    o.add_argument("--sample-length", type=_non_negative_int, default=200, metavar="N",
                    help="characters per sample printed at each evaluation; 0 for none "
                         "(default: 200)")
-    o.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -142,29 +195,62 @@ def _report(history: Any, model: Any) -> None:
                f"({val_loss / math.log(2):.3f} bits/char)", file=sys.stdout)
 
 
+def _train_config(args: argparse.Namespace, stored: dict[str, Any] | None) -> Any:
+    """The TrainConfig of the options; when resuming, the stored one with the given options."""
+    from slmbook.training import TrainConfig
+
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    values = {name: getattr(args, name) for name in names}
+    if stored:
+        values = {**values, **{k: v for k, v in stored.items()
+                               if k in values and k not in args.given}}
+    for one, other in (("epochs", "max_steps"), ("max_steps", "epochs")):
+        if one in args.given and other not in args.given:
+            values[other] = None  # --epochs alone replaces the default (or stored) --steps
+    try:
+        return TrainConfig(**values)
+    except (TypeError, ValueError) as err:
+        found = [(m.start(), n) for n in names if (m := re.search(rf"\b{n}\b", str(err)))]
+        name = min(found)[1] if found else None
+        flag = _FLAGS.get(name, ["--" + name.replace("_", "-")])[0] if name else "option"
+        raise _UsageError(f"{flag}: {err}") from None
+
+
+class _UsageError(Exception):
+    """A bad option: reported like argparse's own errors (exit status 2)."""
+
+
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when piped
-
+    from slmbook import checkpoints
     from slmbook.callbacks import SampleCallback
     from slmbook.data import corpus_hash, load_corpus, train_val_split
     from slmbook.model import GPT, GPTConfig
     from slmbook.tokenizers import CharTokenizer
     from slmbook.training import train
 
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when piped
+    ckpt = checkpoints.load(args.resume) if args.resume else None
+    config = _train_config(args, ckpt and (ckpt.training_state or {}).get("config"))
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    text = load_corpus(args.corpus)
+    torch.manual_seed(config.seed)
+    corpus = args.corpus
+    if ckpt is not None and "corpus" not in args.given:
+        corpus = None if ckpt.meta.get("corpus", "pydoc") == "pydoc" else ckpt.meta["corpus"]
+    text = load_corpus(corpus)
     tokenizer = CharTokenizer.fit(text)
     ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
     train_ids, val_ids = train_val_split(ids, args.val_fraction)
-    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=args.block_size,
-                       n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-                       dropout=args.dropout)
-    model = GPT(config)
+    model_config = {"vocab_size": tokenizer.vocab_size, "block_size": config.block_size,
+                    "n_layer": args.n_layer, "n_head": args.n_head, "n_embd": args.n_embd,
+                    "dropout": args.dropout}
+    if ckpt is not None and ckpt.config is not None:  # the stored model, unless an option differs
+        model_config = {**model_config, **{k: v for k, v in ckpt.config.items()
+                                           if k not in args.given and k != "vocab_size"}}
+    model = GPT(GPTConfig(**model_config))
     n_params = sum(p.numel() for p in model.parameters())
     print(f"corpus: {len(text):,} characters, vocabulary {tokenizer.vocab_size}, "
           f"hash {corpus_hash(text)}; model: {n_params:,} parameters", flush=True)
@@ -172,22 +258,18 @@ def _train(args: argparse.Namespace) -> int:
     if args.sample_length > 0:
         prompt = "\n" if "\n" in text else text[0]
         callbacks.append(SampleCallback(tokenizer, prompt, args.sample_length, temperature=0.8,
-                                        seed=args.seed, echo=True))
-    history = train(
-        model, train_ids, val_ids, max_steps=args.steps, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
-        warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, eval_every=args.eval_every,
-        eval_batches=args.eval_batches, callbacks=callbacks, checkpoint_path=args.out,
-        checkpoint_every=args.checkpoint_every, resume_from=args.resume, tokenizer=tokenizer,
-        seed=args.seed, time_limit=args.time_limit, progress=not args.no_progress,
-        meta={"corpus_hash": corpus_hash(text), "corpus": str(args.corpus or "pydoc")})
+                                        seed=config.seed, echo=True))
+    history = train(model, train_ids, val_ids, config, callbacks=callbacks,
+                    resume_from=args.resume, tokenizer=tokenizer,
+                    meta={"corpus_hash": corpus_hash(text), "corpus": str(corpus or "pydoc")})
     seconds = history.time[-1] if history.time else 0.0
     tokens = history.tokens[-1] if history.tokens else 0
+    saved = config.checkpoint_file(history.steps[-1] if history.steps else 0)
     print(f"stopped ({history.stop_reason}) after {len(history.steps)} steps, "
           f"{seconds:.0f} s, {tokens / max(seconds, 1e-9):,.0f} tokens/s; "
-          f"checkpoint: {args.out}")
+          f"checkpoint: {saved}")
     if history.stop_reason == "interrupted":
-        print(f"interrupted: resume with --resume {args.out}", file=sys.stderr)
+        print(f"interrupted: resume with --resume {saved}", file=sys.stderr)
         return 130
     return 0
 
@@ -220,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "train one with `slmbook train --out PATH`")
     try:
         return _train(args) if args.command == "train" else _generate(args)
+    except _UsageError as err:
+        parser._subparsers._group_actions[0].choices[args.command].error(str(err))
     except (ValueError, OSError, TypeError) as err:
         print(f"slmbook {args.command}: error: {err}", file=sys.stderr)
         return 2

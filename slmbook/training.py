@@ -156,6 +156,12 @@ class TrainConfig:
         if not isinstance(self.progress, bool):
             raise TypeError(f"progress must be True or False, got {self.progress!r}")
 
+    def checkpoint_file(self, step: int) -> Path | None:
+        """The file the checkpoint of ``step`` goes to (``{step}`` in the path filled in)."""
+        if self.checkpoint_path is None:
+            return None
+        return Path(str(self.checkpoint_path).replace("{step}", str(step)))
+
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain data (a scheduler object as its class name, a path as a str)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -469,7 +475,7 @@ class _Run:
                 "data for targets that are all -100")
 
     def _path(self, step: int) -> Path:
-        return Path(str(self.config.checkpoint_path).replace("{step}", str(step)))
+        return self.config.checkpoint_file(step)
 
     def save(self) -> None:
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):

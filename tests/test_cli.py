@@ -8,6 +8,7 @@ process and (marked slow) in a subprocess through ``python -m slmbook``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import sys
 import pytest
 
 from slmbook import checkpoints
-from slmbook.cli import build_parser, main
+from slmbook.cli import CLI_DEFAULTS, build_parser, main
+from slmbook.training import TrainConfig
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8",
         "--batch-size", "4", "--eval-batches", "2", "--no-progress"]
@@ -42,12 +44,32 @@ def test_help_explains_every_option(capsys):
                 assert option in text
 
 
+def test_every_train_config_field_is_an_option_with_the_same_default():
+    sub = build_parser()._subparsers._group_actions[0].choices["train"]
+    actions = {a.dest: a for a in sub._actions}
+    for f in dataclasses.fields(TrainConfig):
+        assert f.name in actions, f"TrainConfig.{f.name} has no option"
+        expected = CLI_DEFAULTS.get(f.name, f.default)
+        assert actions[f.name].default == expected, f.name
+        if f.name != "progress":
+            assert f.metadata["help"].split()[0] in actions[f.name].help or f.name == "block_size"
+    # the deliberate differences, each with its reason in cli.py; nothing else differs
+    assert sorted(CLI_DEFAULTS) == ["block_size", "checkpoint_every", "checkpoint_path",
+                                    "max_steps"]
+    args = sub.parse_args([])
+    assert {a: getattr(args, a) for a in ("eval_every", "seed", "lr")} == {
+        "eval_every": TrainConfig.eval_every, "seed": TrainConfig.seed, "lr": TrainConfig.lr}
+    assert sub.parse_args(["--grad-clip", "none", "--steps", "7"]).grad_clip is None
+
+
 @pytest.mark.parametrize(
     ("argv", "match"),
     [
         (["train", "--bogus"], "unrecognized arguments: --bogus"),
-        (["train", "--steps", "0"], "expected a positive integer, got 0"),
-        (["train", "--lr", "fast"], "expected a positive number, got 'fast'"),
+        (["train", "--steps", "0"], "--max-steps: max_steps must be a positive int, got 0"),
+        (["train", "--lr", "fast"], "expected a number, got 'fast'"),
+        (["train", "--schedule", "linear"], "--schedule: unknown schedule 'linear'"),
+        (["train", "--eval-batches", "x"], "expected an integer or none, got 'x'"),
         (["generate"], "the following arguments are required: --checkpoint"),
         (["generate", "--checkpoint", "nowhere.pt"], "checkpoint 'nowhere.pt' does not exist"),
         (["train", "--resume", "nowhere.pt"], "checkpoint 'nowhere.pt' does not exist"),
