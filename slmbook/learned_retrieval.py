@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
@@ -41,6 +40,12 @@ from slmbook.marginal import retrieval_log_prior
 from slmbook.retrieval import Hit, TfidfRetriever
 
 __all__ = ["THETA_AT_ONE", "CollapseReport", "LearnedTfidfRetriever", "prior_entropy"]
+
+def _sparse():
+    import scipy.sparse  # on first use: ``import slmbook`` stays light
+
+    return scipy.sparse
+
 
 THETA_AT_ONE = math.log(math.expm1(1.0))
 """``theta`` with ``softplus(theta) == 1.0`` exactly (``log(e - 1)``, about 0.5413)."""
@@ -96,7 +101,7 @@ class LearnedTfidfRetriever(nn.Module):
         n = len(base)  # raises NotFittedError if base is not fitted
         self.base = base
         self.candidate_k = min(positive_int("candidate_k", candidate_k), n)
-        self._docs = sp.csr_matrix(base.matrix_, dtype=np.float64)  # (N, V), unit rows
+        self._docs = _sparse().csr_matrix(base.matrix_, dtype=np.float64)  # (N, V), unit rows
         self._docs.sort_indices()
         vocab_size = self._docs.shape[1]
         self.theta = nn.Parameter(torch.full((vocab_size,), THETA_AT_ONE, dtype=dtype))
@@ -149,6 +154,7 @@ class LearnedTfidfRetriever(nn.Module):
             self._indexed_u = None
         else:
             self._indexed_u = u.detach().clone()
+            sp = _sparse()
             self._index = sp.csr_matrix(self._docs @ sp.diags(self._indexed_u.cpu().numpy()))
         self._index_by_term = self._index.T.tocsr()  # (V, N)
         return self
@@ -160,19 +166,20 @@ class LearnedTfidfRetriever(nn.Module):
         return u is not None and not torch.equal(u.detach(), self._indexed_u)
 
     # ------------------------------------------------------------ scoring
-    def _query_matrix(self, queries: Sequence[str]) -> sp.csr_matrix:
+    def _query_matrix(self, queries: Sequence[str]):  # (B, V) scipy.sparse CSR
         if isinstance(queries, str):
             raise TypeError("queries is a single str; pass a list of str")
         for i, q in enumerate(queries):
             if not isinstance(q, str):
                 raise TypeError(f"query {i} is a {type(q).__name__}, not a str")
-        Q = sp.csr_matrix(self.base.vectorizer_.transform(list(queries)), dtype=np.float64)
+        Q = _sparse().csr_matrix(self.base.vectorizer_.transform(list(queries)), dtype=np.float64)
         Q.sort_indices()
         return Q
 
-    def _first_stage(self, Q: sp.csr_matrix, k: int) -> np.ndarray:
+    def _first_stage(self, Q, k: int) -> np.ndarray:
         """Top ``k`` passage rows of the stored index for each query row: ``(B, k)`` int64."""
         w = self.query_weights().detach().cpu().numpy().astype(np.float64)
+        sp = _sparse()
         scores = (sp.csr_matrix(Q @ sp.diags(w)) @ self._index_by_term).toarray()  # (B, N)
         return np.argsort(-scores, axis=1, kind="stable")[:, :k]  # ties: passage order
 

@@ -33,9 +33,11 @@ import torch
 from torch import Tensor
 
 from slmbook._checks import positive_float
+from slmbook.losses import IGNORE_INDEX
 
 __all__ = [
     "REDUCTIONS",
+    "answer_token_logprobs",
     "rag_sequence_nll",
     "rag_token_nll",
     "retrieval_log_prior",
@@ -276,3 +278,57 @@ def rag_token_nll(
     per_token = -torch.logsumexp(log_prior[:, :, None] + tok, dim=1)  # (B, L)
     per_token = torch.where(mask, per_token, torch.zeros((), dtype=tok.dtype, device=tok.device))
     return _reduce(per_token.sum(dim=-1), reduction)
+
+
+# ---------------------------------------------------------------- from the reader's logits
+def answer_token_logprobs(
+    logits: Tensor, targets: Tensor, ignore_index: int = IGNORE_INDEX
+) -> tuple[Tensor, Tensor]:
+    """The reader's log-probability of each answer token, left-aligned, and its mask.
+
+    Turns the output of a reader run on padded ``prompt + answer`` rows (as
+    built by ``slmbook.reader.make_batch``) into the ``token_logprobs`` of
+    :func:`rag_token_nll`; their sum over the mask is the ``answer_logprobs``
+    of :func:`rag_sequence_nll`. Differentiable (for joint training).
+
+    Parameters
+    ----------
+    logits:
+        ``(N, T, V)`` float, the reader's next-token logits.
+    targets:
+        ``(N, T)`` int64, the next token where it is scored (the answer) and
+        ``ignore_index`` elsewhere (the prompt, the padding).
+    ignore_index:
+        The not-scored target.
+
+    Returns
+    -------
+    (Tensor, Tensor)
+        ``(N, L)`` log-probabilities of the answer tokens in order, 0 after
+        each row's end, and the ``(N, L)`` bool mask of real tokens, with
+        ``L`` the longest answer.
+
+    >>> logits = torch.zeros(1, 3, 2)  # two equally likely tokens at every position
+    >>> lp, mask = answer_token_logprobs(logits, torch.tensor([[-100, 1, 0]]))
+    >>> lp.exp(), mask
+    (tensor([[0.5000, 0.5000]]), tensor([[True, True]]))
+
+    See chapter 11, "Training retriever and generator together" (book/11_joint.ipynb).
+    """
+    if not isinstance(logits, Tensor) or logits.ndim != 3:
+        raise ValueError(f"logits must be an (N, T, V) tensor, got "
+                         f"{tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__}")
+    if not isinstance(targets, Tensor) or targets.shape != logits.shape[:2]:
+        raise ValueError(f"targets must be an (N, T) = {tuple(logits.shape[:2])} tensor, got "
+                         f"{tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__}")
+    scored = targets != ignore_index  # (N, T)
+    logp = torch.log_softmax(logits, dim=-1)
+    picked = logp.gather(-1, torch.where(scored, targets, 0)[..., None])[..., 0]  # (N, T)
+    lengths = scored.sum(dim=1)  # (N,)
+    n = targets.shape[0]
+    length = int(lengths.max()) if n else 0
+    rows = torch.arange(n, device=targets.device)[:, None].expand_as(targets)[scored]
+    cols = (scored.cumsum(dim=1) - 1)[scored]  # each answer token's place in its answer
+    out = picked.new_zeros(n, length).index_put((rows, cols), picked[scored])
+    mask = torch.arange(length, device=targets.device)[None, :] < lengths[:, None]
+    return out, mask

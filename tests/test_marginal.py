@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from slmbook.marginal import (
+    answer_token_logprobs,
     rag_sequence_nll,
     rag_token_nll,
     retrieval_log_prior,
@@ -256,3 +257,39 @@ def test_errors():
         rag_token_nll(s, tok, None)
     with pytest.raises(ValueError, match="token_logprobs must be log-probabilities"):
         rag_token_nll(s, -tok, mask)
+
+
+# ---------------------------------------------------------------- answer_token_logprobs
+def test_answer_token_logprobs_equals_a_loop_and_feeds_both_losses():
+    g = torch.Generator().manual_seed(15)
+    logits = torch.randn(6, 9, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.full((6, 9), -100)
+    spans = [(2, 5), (0, 9), (4, 5), (3, 7), (1, 3), (8, 9)]
+    for row, (a, b) in enumerate(spans):
+        targets[row, a:b] = torch.randint(0, 5, (b - a,), generator=g)
+    lp, mask = answer_token_logprobs(logits, targets)
+    assert lp.shape == mask.shape == (6, 9)
+    logp = torch.log_softmax(logits, -1)
+    for row, (a, b) in enumerate(spans):
+        assert mask[row].tolist() == [i < b - a for i in range(9)]
+        for i, t in enumerate(range(a, b)):
+            torch.testing.assert_close(lp[row, i], logp[row, t, targets[row, t]], rtol=0, atol=0)
+        assert (lp[row, b - a:] == 0).all()
+    # the sum over the mask is the answer's log-probability = -(sum of token cross-entropies)
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 5), targets.reshape(-1), reduction="none")
+    torch.testing.assert_close(lp.sum(-1), -ce.view(6, 9).sum(-1))
+    # K = 1 reader loss, through both marginal losses, with gradients to the logits
+    scores = torch.zeros(6, 1, dtype=torch.float64)
+    loss = rag_token_nll(scores, lp[:, None, :], mask, reduction="sum")
+    torch.testing.assert_close(loss, ce.sum())
+    torch.testing.assert_close(rag_sequence_nll(scores, lp.sum(-1)[:, None], reduction="sum"), ce.sum())
+    (grad,) = torch.autograd.grad(loss, logits)
+    (expected,) = torch.autograd.grad(ce.sum(), logits)
+    torch.testing.assert_close(grad, expected)
+
+
+def test_answer_token_logprobs_errors():
+    with pytest.raises(ValueError, match=r"logits must be an \(N, T, V\) tensor, got \(2, 3\)"):
+        answer_token_logprobs(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"targets must be an \(N, T\) = \(2, 3\) tensor, got \(2, 4\)"):
+        answer_token_logprobs(torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.long))

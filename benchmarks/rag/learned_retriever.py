@@ -53,7 +53,7 @@ from slmbook.facts import make_world
 from slmbook.inference import evaluating
 from slmbook.learned_retrieval import LearnedTfidfRetriever
 from slmbook.losses import IGNORE_INDEX
-from slmbook.marginal import rag_sequence_nll, rag_token_nll
+from slmbook.marginal import answer_token_logprobs, rag_sequence_nll, rag_token_nll
 from slmbook.model import GPT, GPTConfig
 from slmbook.reader import (
     ReaderTokenizer,
@@ -111,11 +111,9 @@ def token_logprobs(model: nn.Module, tokenizer, prompts, answers, batch_size: in
         for s in range(0, len(prompts), batch_size):
             batch = make_batch(tokenizer, prompts[s : s + batch_size], answers[s : s + batch_size])
             logits = model(batch.ids)
-            logp = torch.log_softmax(logits.double(), dim=-1)
-            scored = batch.targets != IGNORE_INDEX
-            lp = logp.gather(-1, batch.targets.clamp(min=0)[..., None])[..., 0]
-            ok = (logits.argmax(-1) == batch.targets) | ~scored
-            out.extend(lp[b][scored[b]] for b in range(len(lp)))
+            lp, mask = answer_token_logprobs(logits.double(), batch.targets)
+            ok = (logits.argmax(-1) == batch.targets) | (batch.targets == IGNORE_INDEX)
+            out.extend(lp[b][mask[b]] for b in range(len(lp)))
             match.extend(ok.all(dim=1).tolist())
     return out, match
 
@@ -159,13 +157,15 @@ def retriever_loss(objective: str, scores, cache: Cache, idx, tau: float):
 
 
 def train_retriever(base, cache: Cache, objective: str, *, tau: float, lr: float, epochs: int,
-                    batch_size: int, seed: int, fraction: float = 0.8, doc_weights: bool = False):
+                    batch_size: int, seed: int, fraction: float = 0.8, doc_weights: bool = False,
+                    query_weights: bool = True):
     rng = np.random.default_rng(seed)
     train_idx = rng.permutation(len(cache.qas))[: int(fraction * len(cache.qas))]
     if objective == "supervised":
         train_idx = train_idx[cache.gold[train_idx] >= 0]
     retriever = LearnedTfidfRetriever(base, candidate_k=K, doc_weights=doc_weights)
-    opt = torch.optim.Adam(retriever.parameters(), lr=lr)
+    retriever.theta.requires_grad_(query_weights)
+    opt = torch.optim.Adam([p for p in retriever.parameters() if p.requires_grad], lr=lr)
     questions = [qa.question for qa in cache.qas]
     t0, losses = time.perf_counter(), []
     for _ in range(epochs):
@@ -261,14 +261,11 @@ def joint_loss_fn(base, cache: Cache, tokenizer, tau: float, objective: str):
                 prompts.append(render_prompt(questions[i], [base.texts_[j]]))
                 answers.append(cache.qas[i].answer)
         batch = make_batch(tokenizer, prompts, answers)
-        logp = torch.log_softmax(model.reader(batch.ids), dim=-1)
-        scored = batch.targets != IGNORE_INDEX
-        lp = logp.gather(-1, batch.targets.clamp(min=0)[..., None])[..., 0] * scored
+        lp, mask = answer_token_logprobs(model.reader(batch.ids), batch.targets)  # (B*K, L)
+        tok = lp.view(len(idx), K, -1).double()
         if objective == "rag-sequence":
-            answer_lp = lp.sum(-1).view(len(idx), K).double()
-            return rag_sequence_nll(scores, answer_lp, tau).float()
-        # rag-token: the answer's tokens sit at the same offsets from the end of each prompt
-        raise NotImplementedError(objective)
+            return rag_sequence_nll(scores, tok.sum(-1), tau).float()
+        return rag_token_nll(scores, tok, mask.view(len(idx), K, -1)[:, 0], tau).float()
 
     return loss_fn
 
@@ -394,10 +391,10 @@ def main(argv=None) -> None:
         ev["terms"] = term_changes(retriever, 5)
         result["collapse"][name] = ev
 
-    # the stale index: document-side weights trained, index not rebuilt
+    # the stale index: document-side weights only, trained; the index is not rebuilt
     retriever, log = train_retriever(base, cache_seen, "rag-sequence", tau=tau, lr=args.lr,
                                      epochs=args.epochs, batch_size=args.batch_size, seed=0,
-                                     doc_weights=True)
+                                     doc_weights=True, query_weights=False)
     def search_recall(candidate_k: int) -> float:
         retriever.candidate_k = candidate_k  # how many first-stage passages are re-ranked
         hits = retriever.search_batch([qa.question for qa in held], k=1)
@@ -472,7 +469,7 @@ def markdown(r: dict) -> str:
         lines.append(f"| {name} | {100 * c['recall@1']:.1f} | {100 * c['recall@1_search']:.1f} | "
                      f"{c['prior_entropy']:.3f} | {c['distinct_top1']} of {n} |")
     st = r["stale_index"]
-    lines += ["", f"Stale index (query and document weights learned, index built before): "
+    lines += ["", f"Stale index (document-side weights learned, index built before): "
               f"recall@1 {100 * st['stale_index_top1']:.1f} from the stale index's first passage, "
               f"{100 * st['stale_index_rerank_top10']:.1f} when its top-10 are re-scored with the "
               f"fresh weights, {100 * st['fresh_index_top1']:.1f} after reindex() "
