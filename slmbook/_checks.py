@@ -32,6 +32,7 @@ __all__ = [
     "non_negative_int",
     "positive_float",
     "positive_int",
+    "token_ids",
     "unit_interval",
 ]
 
@@ -122,3 +123,39 @@ def model_device(model: nn.Module) -> torch.device:
 def model_block_size(model: nn.Module) -> int | None:
     """``model.config.block_size`` (the longest context it accepts), or ``None`` if it has none."""
     return getattr(getattr(model, "config", None), "block_size", None)
+
+
+def token_ids(name: str, value: Any, *, ndim: int | None = None) -> torch.Tensor:
+    """``value`` as an int64 tensor of token ids, or an error naming what is wrong.
+
+    Accepts a tensor, a numpy array or a (nested) list of Python ints, of any
+    integer dtype (``uint8``, ``int32``, ... are widened to int64, which
+    loses nothing). Refuses floats (``2.7`` is not a token; casting would
+    silently truncate it), bools and complex numbers, and, when ``ndim`` is
+    given, any other number of dimensions. The values themselves (negative,
+    too large) are left to the caller, who knows the vocabulary.
+
+    >>> token_ids("ids", [1, 2, 3])
+    tensor([1, 2, 3])
+    >>> token_ids("ids", torch.tensor([1.0, 2.0]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: ids must be integer token ids, got dtype torch.float32; ...
+    """
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be token ids (ints), got a {type(value).__name__}; "
+                        "encode text with a tokenizer first")
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"{name} must be token ids (a tensor or a list of ints), got "
+                            f"{type(value).__name__} ({err})") from None
+    if value.dtype == torch.bool or value.is_floating_point() or value.is_complex():
+        raise TypeError(
+            f"{name} must be integer token ids, got dtype {value.dtype}; token ids are whole "
+            "numbers: convert them deliberately (e.g. ids.round().long()) if they are"
+        )
+    if ndim is not None and value.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tuple(value.shape)}")
+    return value.long()

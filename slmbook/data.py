@@ -15,6 +15,8 @@ from typing import TypeVar
 
 import torch
 
+from slmbook._checks import finite_float, positive_int, token_ids
+
 __all__ = [
     "corpus_hash",
     "get_batch",
@@ -60,8 +62,12 @@ def load_corpus(name_or_path: str | Path | None = None) -> str:
 
     Raises
     ------
+    TypeError
+        If ``name_or_path`` is neither ``None``, a str nor a path.
     FileNotFoundError
         If the path does not exist.
+    IsADirectoryError
+        If the path is a folder.
     ValueError
         If the file is not valid UTF-8 or is empty.
 
@@ -69,7 +75,16 @@ def load_corpus(name_or_path: str | Path | None = None) -> str:
     """
     if name_or_path is None or name_or_path == "pydoc":
         return "\n\n".join(load_documents().values())
+    if not isinstance(name_or_path, str | Path):
+        raise TypeError(
+            f"name_or_path must be None, 'pydoc' or the path of a text file, got "
+            f"{name_or_path!r} ({type(name_or_path).__name__})"
+        )
     path = Path(name_or_path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"corpus path {str(path)!r} is a folder; pass the path of a UTF-8 text file inside it"
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"corpus file {str(path)!r} does not exist; pass the path of a UTF-8 text file, "
@@ -119,6 +134,7 @@ def train_val_split(data: S, val_fraction: float = 0.1) -> tuple[S, S]:
 
     See chapter 1, "The data: X and Y" (book/01_data.ipynb).
     """
+    val_fraction = finite_float("val_fraction", val_fraction)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be strictly between 0 and 1, got {val_fraction!r}")
     n = len(data)
@@ -132,11 +148,12 @@ def train_val_split(data: S, val_fraction: float = 0.1) -> tuple[S, S]:
 
 
 def _as_ids(ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
-    t = ids if isinstance(ids, torch.Tensor) else torch.as_tensor(list(ids), dtype=torch.long)
+    """(N,) int64 token ids from a tensor or list of ints (floats and bools are refused)."""
+    if not isinstance(ids, torch.Tensor) and not isinstance(ids, str | bytes):
+        ids = list(ids)
+    t = token_ids("ids", ids)
     if t.ndim != 1:
         raise ValueError(f"ids must be 1-D (N,), got shape {tuple(t.shape)}; flatten it first")
-    if t.dtype != torch.long:
-        t = t.long()
     return t
 
 
@@ -167,8 +184,7 @@ def next_token_pairs(
 
 
 def _check_block(n: int, block_size: int) -> None:
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    positive_int("block_size", block_size)
     if n < block_size + 1:
         raise ValueError(
             f"block_size={block_size} needs at least {block_size + 1} tokens, but the data has "
@@ -205,8 +221,7 @@ def get_batch(
     """
     t = _as_ids(ids)
     _check_block(len(t), block_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    positive_int("batch_size", batch_size)
     starts = torch.randint(len(t) - block_size, (batch_size,), generator=generator)  # (B,)
     offsets = torch.arange(block_size + 1)  # (T + 1,)
     windows = t[starts[:, None] + offsets]  # (B, T + 1)
@@ -230,8 +245,7 @@ def iter_batches(
     """
     t = _as_ids(ids)
     _check_block(len(t), block_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    positive_int("batch_size", batch_size)
     n_windows = (len(t) - 1) // block_size
     x = t[: n_windows * block_size].view(n_windows, block_size)  # (W, T)
     y = t[1 : n_windows * block_size + 1].view(n_windows, block_size)  # (W, T)

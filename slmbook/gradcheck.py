@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from slmbook._checks import positive_int
+
 __all__ = ["GradcheckResult", "gradcheck", "numerical_gradient"]
 
 
@@ -181,8 +183,7 @@ def gradcheck(
     See chapter 5, "The backward pass" (book/05_backward.ipynb).
     """
     _check_inputs(inputs)
-    if n_coords is not None and n_coords < 1:
-        raise ValueError(f"n_coords must be a positive int or None, got {n_coords!r}")
+    n_coords = positive_int("n_coords", n_coords, allow_none=True)
     if analytical is None:
         no_grad = [i for i, x in enumerate(inputs) if not x.requires_grad]
         if no_grad:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from slmbook._checks import positive_float
 from slmbook.inference import forward_with_hooks
 
 __all__ = [
@@ -102,8 +103,7 @@ def init_weights(
     """
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; choose one of {', '.join(INIT_SCHEMES)}")
-    if not std > 0:
-        raise ValueError(f"std must be positive, got {std!r}")
+    std = positive_float("std", std)
     residual_std = std / math.sqrt(2 * _n_layer(model))
     seen: set[int] = set()
     for name, module in model.named_modules():

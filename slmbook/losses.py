@@ -29,6 +29,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from slmbook._checks import model_block_size, model_device, positive_int
 from slmbook.data import iter_batches
 from slmbook.inference import evaluating
 
@@ -307,8 +308,7 @@ def estimate_loss(
 
     See chapter 4, "Computing the loss" (book/04_loss.ipynb).
     """
-    if max_batches is not None and (isinstance(max_batches, bool) or max_batches < 1):
-        raise ValueError(f"max_batches must be a positive int or None, got {max_batches!r}")
+    max_batches = positive_int("max_batches", max_batches, allow_none=True)
     if isinstance(data, torch.Tensor):
         if data.ndim != 1:
             raise ValueError(
@@ -316,19 +316,17 @@ def estimate_loss(
                 "of (X, Y) batches for 2-D data"
             )
         if block_size is None:
-            config = getattr(model, "config", None)
-            if config is None or not hasattr(config, "block_size"):
+            block_size = model_block_size(model)
+            if block_size is None:
                 raise ValueError(
                     f"{type(model).__name__} has no config.block_size; pass block_size= explicitly"
                 )
-            block_size = config.block_size
         batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = iter_batches(
             data, batch_size, block_size
         )
     else:
         batches = data
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
+    device = model_device(model)
 
     total = torch.zeros((), dtype=torch.float64)
     count = 0

@@ -17,23 +17,17 @@ and chapter 3, "The forward pass" (book/03_forward.ipynb).
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from slmbook._checks import positive_int, token_ids, unit_interval
 from slmbook.attention import ATTENTION_IMPLS, CausalSelfAttention
 from slmbook.init import init_weights
 
 __all__ = ["GPT", "MLP", "Bigram", "BigramConfig", "Block", "GPTConfig"]
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 @dataclass
@@ -54,17 +48,13 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            _check_positive_int(name, getattr(self, name))
-            setattr(self, name, int(getattr(self, name)))  # numpy ints become plain ints
+            setattr(self, name, positive_int(name, getattr(self, name)))  # numpy ints -> int
         if self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
                 "each head gets n_embd // n_head dimensions, so pick n_embd as a multiple of n_head"
             )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
-            raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        self.dropout = unit_interval("dropout", self.dropout)
         if self.attention not in ATTENTION_IMPLS:
             raise ValueError(
                 f"unknown attention implementation {self.attention!r}; "
@@ -109,12 +99,24 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))  # (B, T, C): each position thinks alone
 
 
-def _check_ids(idx: torch.Tensor, vocab_size: int) -> None:
-    """Raise a clear error for non-integer ids or ids outside [0, vocab_size)."""
-    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
-        raise TypeError(f"token ids must be an integer tensor (int64), got dtype {idx.dtype}")
+def _check_ids(idx: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``idx`` as (B, T) int64, or a clear error for non-tensor, non-integer or out-of-range ids.
+
+    Other integer dtypes (``uint8``, ``int32``) are widened to int64, which loses nothing.
+    """
+    if not isinstance(idx, torch.Tensor):
+        raise TypeError(
+            f"idx must be a (B, T) tensor of token ids, got a {type(idx).__name__}; "
+            "use torch.tensor([ids], device=...) for one sequence"
+        )
+    idx = token_ids("idx", idx)
+    if idx.dim() != 2:
+        raise ValueError(
+            f"idx must be (B, T) token ids, got shape {tuple(idx.shape)}; "
+            "use idx[None] for a single sequence"
+        )
     if idx.numel() == 0:
-        return
+        return idx
     lo, hi = idx.aminmax()
     if lo < 0 or hi >= vocab_size:
         bad = idx[(idx < 0) | (idx >= vocab_size)][0].item()
@@ -122,6 +124,7 @@ def _check_ids(idx: torch.Tensor, vocab_size: int) -> None:
             f"token id {bad} is outside the vocabulary [0, {vocab_size}); "
             f"encode with the tokenizer the model was built for (vocab_size={vocab_size})"
         )
+    return idx
 
 
 class GPT(nn.Module):
@@ -171,11 +174,7 @@ class GPT(nn.Module):
 
         See chapter 3, "The forward pass" (book/03_forward.ipynb).
         """
-        if idx.dim() != 2:
-            raise ValueError(
-                f"idx must be (B, T) token ids, got shape {tuple(idx.shape)}; "
-                "use idx[None] for a single sequence"
-            )
+        idx = _check_ids(idx, self.config.vocab_size)
         T = idx.shape[1]
         if T > self.config.block_size:
             raise ValueError(
@@ -183,7 +182,6 @@ class GPT(nn.Module):
                 "crop the context to the last block_size tokens "
                 "(slmbook.sampling.generate crops for you)"
             )
-        _check_ids(idx, self.config.vocab_size)
         pos = torch.arange(T, device=idx.device)  # (T,)
         tok_emb = self.transformer.wte(idx)  # (B, T, C)
         pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over the batch
@@ -231,8 +229,8 @@ class BigramConfig:
     block_size: int = 64  # length of training windows; the model itself looks back 1 token
 
     def __post_init__(self) -> None:
-        _check_positive_int("vocab_size", self.vocab_size)
-        _check_positive_int("block_size", self.block_size)
+        self.vocab_size = positive_int("vocab_size", self.vocab_size)
+        self.block_size = positive_int("block_size", self.block_size)
 
 
 class Bigram(nn.Module):
@@ -253,10 +251,5 @@ class Bigram(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """``idx``: (B, T) int64 -> logits (B, T, V). Any T works: one token of context."""
-        if idx.dim() != 2:
-            raise ValueError(
-                f"idx must be (B, T) token ids, got shape {tuple(idx.shape)}; "
-                "use idx[None] for a single sequence"
-            )
-        _check_ids(idx, self.config.vocab_size)
+        idx = _check_ids(idx, self.config.vocab_size)
         return self.token_embedding(idx)  # (B, T, V)

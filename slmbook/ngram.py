@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
+from slmbook._checks import finite_float, positive_int, token_ids
+
 __all__ = ["BigramCounts", "uniform_loss"]
 
 
@@ -41,7 +43,7 @@ class BigramCounts:
     def __init__(self, counts: torch.Tensor, smoothing: float = 1.0) -> None:
         if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
             raise ValueError(f"counts must be a square (V, V) matrix, got {tuple(counts.shape)}")
-        if not smoothing >= 0:
+        if finite_float("smoothing", smoothing) < 0:
             raise ValueError(f"smoothing must be >= 0, got {smoothing!r}")
         self.counts = counts.to(torch.float64)
         self.smoothing = float(smoothing)
@@ -51,11 +53,10 @@ class BigramCounts:
         cls, ids: torch.Tensor | Sequence[int], vocab_size: int, smoothing: float = 1.0
     ) -> BigramCounts:
         """Count every adjacent pair (ids[t], ids[t + 1]) of a 1-D id sequence (N,)."""
-        t = torch.as_tensor(ids, dtype=torch.long)
+        t = token_ids("ids", ids)
         if t.ndim != 1 or len(t) < 2:
             raise ValueError(f"ids must be 1-D with at least 2 tokens, got shape {tuple(t.shape)}")
-        if vocab_size < 1:
-            raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+        positive_int("vocab_size", vocab_size)
         if t.min() < 0 or t.max() >= vocab_size:
             bad = int(t.max() if t.max() >= vocab_size else t.min())
             raise ValueError(f"token id {bad} is outside [0, {vocab_size}); check vocab_size")
@@ -80,7 +81,7 @@ class BigramCounts:
 
         ``inf`` if a pair has probability zero (only possible with ``smoothing=0``).
         """
-        t = torch.as_tensor(ids, dtype=torch.long)
+        t = token_ids("ids", ids)
         if t.ndim != 1 or len(t) < 2:
             raise ValueError(f"ids must be 1-D with at least 2 tokens, got shape {tuple(t.shape)}")
         if t.min() < 0 or t.max() >= self.vocab_size:
@@ -106,6 +107,4 @@ class BigramCounts:
 
 def uniform_loss(vocab_size: int) -> float:
     """The loss of a model that knows nothing: ln V nats per token."""
-    if vocab_size < 1:
-        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
-    return math.log(vocab_size)
+    return math.log(positive_int("vocab_size", vocab_size))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from slmbook._checks import non_negative_int, positive_int
 
-__all__ = ["Passage", "split_passages"]
+__all__ = ["Passage", "split_passages", "unzip_passages"]
 
 
 @dataclass(frozen=True)
@@ -120,3 +120,35 @@ def _join(words: list[str], para: list[int]) -> str:
         out.append("\n\n" if para[i] != para[i - 1] else " ")
         out.append(words[i])
     return "".join(out)
+
+
+def unzip_passages(
+    passages: Sequence[str | Passage],
+) -> tuple[list[str], list[str], list[str | None]]:
+    """Ids, texts and sources of passages given as :class:`Passage` objects or plain strings.
+
+    A plain string's id is its position (``"0"``, ``"1"``, ...) and its source ``None``.
+    An empty list, a single ``str`` or an item of another type is an error.
+
+    Examples
+    --------
+    >>> unzip_passages([Passage("a#0", "text", "a"), "more text"])
+    (['a#0', '1'], ['text', 'more text'], ['a', None])
+
+    See chapter 9, "Retrieval" (book/09_retrieval.ipynb).
+    """
+    if isinstance(passages, str) or not isinstance(passages, Sequence):
+        raise TypeError(
+            f"passages must be a list of str or Passage, not {type(passages).__name__}"
+        )
+    if len(passages) == 0:
+        raise ValueError("cannot fit on an empty collection; pass at least one passage")
+    ids, texts, sources = [], [], []
+    for i, p in enumerate(passages):
+        if isinstance(p, Passage):
+            ids.append(p.id), texts.append(p.text), sources.append(p.source)
+        elif isinstance(p, str):
+            ids.append(str(i)), texts.append(p), sources.append(None)
+        else:
+            raise TypeError(f"passage {i} is a {type(p).__name__}, not a str or Passage; pass text")
+    return ids, texts, sources

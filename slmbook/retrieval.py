@@ -18,7 +18,6 @@ Taught in chapter 9, "Retrieval" (book/09_retrieval.ipynb).
 
 from __future__ import annotations
 
-import itertools
 import json
 import zipfile
 from collections.abc import Sequence
@@ -29,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from slmbook._checks import positive_int
-from slmbook.passages import Passage
+from slmbook._packing import pack_named, pack_strings, unpack_strings
+from slmbook.passages import Passage, unzip_passages
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -174,7 +174,7 @@ class TfidfRetriever:
         """
         import scipy.sparse as sp
 
-        ids, texts, sources = _unzip_passages(passages)
+        ids, texts, sources = unzip_passages(passages)
         vectorizer = self._make_vectorizer()
         matrix = vectorizer.fit_transform(texts)
         self._set_index(vectorizer, sp.csr_matrix(matrix), ids, texts, sources)
@@ -284,17 +284,17 @@ class TfidfRetriever:
         with path.open("wb") as f:  # np.savez would otherwise append ".npz"
             np.savez(
                 f,
-                meta=_pack([json.dumps(meta)])[0],
+                meta=pack_strings([json.dumps(meta)])[0],
                 idf=np.asarray(getattr(self.vectorizer_, "idf_", np.ones(len(terms)))),
                 data=self.matrix_.data,
                 indices=self.matrix_.indices,
                 indptr=self.matrix_.indptr,
                 shape=np.array(self.matrix_.shape),
                 has_source=has_source,
-                **_pack_named("terms", terms),
-                **_pack_named("ids", self.ids_),
-                **_pack_named("texts", self.texts_),
-                **_pack_named("sources", [s or "" for s in self.sources_]),
+                **pack_named("terms", terms),
+                **pack_named("ids", self.ids_),
+                **pack_named("texts", self.texts_),
+                **pack_named("sources", [s or "" for s in self.sources_]),
             )
         return path
 
@@ -342,13 +342,13 @@ class TfidfRetriever:
         import scipy.sparse as sp
 
         retriever = cls(backend=meta["backend"], **meta["options"])
-        terms = _unpack(a["terms_bytes"], a["terms_offsets"])
+        terms = unpack_strings(a["terms_bytes"], a["terms_offsets"])
         shape = tuple(int(n) for n in a["shape"])
         matrix = sp.csr_matrix((a["data"], a["indices"], a["indptr"]), shape=shape)
         matrix.check_format(full_check=True)
-        ids = _unpack(a["ids_bytes"], a["ids_offsets"])
-        texts = _unpack(a["texts_bytes"], a["texts_offsets"])
-        sources = _unpack(a["sources_bytes"], a["sources_offsets"])
+        ids = unpack_strings(a["ids_bytes"], a["ids_offsets"])
+        texts = unpack_strings(a["texts_bytes"], a["texts_offsets"])
+        sources = unpack_strings(a["sources_bytes"], a["sources_offsets"])
         sources = [s if has else None for s, has in zip(sources, a["has_source"], strict=True)]
         if not (len(terms) == shape[1] == len(a["idf"]) and len(ids) == len(texts) == shape[0]):
             raise ValueError("array sizes do not agree")
@@ -360,25 +360,6 @@ class TfidfRetriever:
             raise ValueError("the stored idf does not match the stored passages")
         retriever._set_index(vectorizer, matrix, ids, texts, sources)
         return retriever
-
-
-def _unzip_passages(passages: Sequence[str | Passage]) -> tuple[list, list, list]:
-    """Ids, texts and sources of passages given as ``Passage`` objects or plain strings."""
-    if isinstance(passages, str) or not isinstance(passages, Sequence):
-        raise TypeError(
-            f"passages must be a list of str or Passage, not {type(passages).__name__}"
-        )
-    if len(passages) == 0:
-        raise ValueError("cannot fit on an empty collection; pass at least one passage")
-    ids, texts, sources = [], [], []
-    for i, p in enumerate(passages):
-        if isinstance(p, Passage):
-            ids.append(p.id), texts.append(p.text), sources.append(p.source)
-        elif isinstance(p, str):
-            ids.append(str(i)), texts.append(p), sources.append(None)
-        else:
-            raise TypeError(f"passage {i} is a {type(p).__name__}, not a str or Passage; pass text")
-    return ids, texts, sources
 
 
 def _top_k(indices: np.ndarray, scores: np.ndarray, k: int, n: int) -> tuple[list, list]:
@@ -401,30 +382,12 @@ def _top_k(indices: np.ndarray, scores: np.ndarray, k: int, n: int) -> tuple[lis
     return ids, best
 
 
-def _pack(strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Strings as one UTF-8 byte array plus offsets (no pickle, no fixed width)."""
-    encoded = [s.encode("utf-8") for s in strings]
-    offsets = np.cumsum([0] + [len(e) for e in encoded], dtype=np.int64)
-    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
-
-
-def _pack_named(name: str, strings: Sequence[str]) -> dict[str, np.ndarray]:
-    data, offsets = _pack(strings)
-    return {f"{name}_bytes": data, f"{name}_offsets": offsets}
-
-
-def _unpack(data: np.ndarray, offsets: np.ndarray) -> list[str]:
-    raw = data.tobytes()
-    return [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets)]
-
-
 def format_hits(hits: Sequence[Hit], *, max_chars: int = 160) -> str:
     """Hits as readable text: one numbered line per hit, then the start of its passage.
 
     See chapter 9, "Retrieval" (book/09_retrieval.ipynb).
     """
-    if max_chars < 1:
-        raise ValueError(f"max_chars={max_chars} must be at least 1")
+    max_chars = positive_int("max_chars", max_chars)
     if not hits:
         return "(no passage shares a word with the query)"
     lines = []

@@ -13,40 +13,76 @@ chapter 7, "Iterating" (book/07_iterate.ipynb).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
+from slmbook._checks import (
+    finite_float,
+    model_block_size,
+    model_device,
+    non_negative_int,
+    positive_int,
+    token_ids,
+)
 from slmbook.inference import evaluating
 
 __all__ = ["generate", "generate_ids", "next_token_probs"]
 
 
-def _check_sampling(temperature: float, top_k: int | None) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-    if not (temperature > 0 and math.isfinite(temperature)):
+def _check_sampling(temperature: float, top_k: int | None) -> tuple[float, int | None]:
+    temperature = finite_float("temperature", temperature)
+    if temperature <= 0:
         raise ValueError(
             f"temperature must be > 0, got {temperature!r}; "
             "use a small value such as 0.1 for nearly greedy sampling"
         )
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
+    return temperature, positive_int("top_k", top_k, allow_none=True)
 
 
 def _scale_logits(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
-    """(B, V) logits -> (B, V) logits divided by temperature, -inf outside the top k."""
+    """(B, V) logits -> (B, V) logits divided by temperature, -inf outside the top k.
+
+    The largest logit is subtracted first, so the scaled logits are <= 0 with
+    a 0 at the maximum: a tiny temperature (1e-45) sends the others to -inf
+    instead of overflowing, and sampling becomes greedy, as its limit should.
+    """
+    logits = logits - logits.amax(dim=-1, keepdim=True)  # (B, V), max 0
     logits = logits / temperature  # (B, V)
+    # a temperature below the dtype's smallest number (5e-324 in float32) divides by 0: 0 / 0
+    # at the maxima is NaN, which is 0 in the limit
+    logits = torch.where(torch.isnan(logits), 0.0, logits)  # (B, V)
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1): k-th largest
         logits = logits.masked_fill(logits < kth, float("-inf"))  # (B, V)
     return logits
 
 
-def _block_size(model: nn.Module) -> int | None:
-    return getattr(getattr(model, "config", None), "block_size", None)
+def _probs(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
+    """(B, V) logits -> (B, V) sampling probabilities; a clear error if the logits are NaN."""
+    if torch.isnan(logits).any():
+        raise ValueError(
+            "the model's logits contain NaN, so there is nothing to sample from; its weights "
+            "are probably NaN or inf (a diverged training run): load an earlier checkpoint"
+        )
+    return torch.softmax(_scale_logits(logits, temperature, top_k), dim=-1)  # (B, V)
+
+
+def _context(idx: torch.Tensor) -> torch.Tensor:
+    """(B, T) int64 ids with T >= 1, or a clear error."""
+    if not isinstance(idx, torch.Tensor):
+        raise TypeError(
+            f"idx must be a (B, T) tensor of token ids, got a {type(idx).__name__}; "
+            "use torch.tensor([ids], device=...) for one sequence"
+        )
+    idx = token_ids("idx", idx)
+    if idx.dim() != 2 or idx.size(1) == 0:
+        raise ValueError(
+            f"idx must be (B, T) token ids with T >= 1, got shape {tuple(idx.shape)}; "
+            "use idx[None] for a single sequence"
+        )
+    return idx
 
 
 def next_token_probs(
@@ -73,12 +109,13 @@ def next_token_probs(
 
     See chapter 3, "The forward pass" (book/03_forward.ipynb).
     """
-    _check_sampling(temperature, top_k)
+    temperature, top_k = _check_sampling(temperature, top_k)
+    idx = _context(idx)
     with evaluating(model):
-        block_size = _block_size(model)
+        block_size = model_block_size(model)
         context = idx if block_size is None else idx[:, -block_size:]  # (B, <= block_size)
         logits = model(context)[:, -1, :]  # (B, V): scores for the token after the context
-    return torch.softmax(_scale_logits(logits, temperature, top_k), dim=-1)  # (B, V)
+    return _probs(logits, temperature, top_k)  # (B, V)
 
 
 def generate_ids(
@@ -103,7 +140,8 @@ def generate_ids(
     max_new_tokens:
         Number of tokens to append (>= 0).
     temperature:
-        Divides the logits; must be > 0.
+        Divides the logits; a finite number > 0. Below 1 sharpens, above 1
+        flattens; a tiny value (1e-45) samples greedily.
     top_k:
         Sample only among the ``top_k`` likeliest tokens (>= 1); ``None`` keeps all.
     generator:
@@ -115,24 +153,15 @@ def generate_ids(
 
     See chapter 3, "The forward pass" (book/03_forward.ipynb).
     """
-    _check_sampling(temperature, top_k)
-    if (
-        isinstance(max_new_tokens, bool)
-        or not isinstance(max_new_tokens, int)
-        or max_new_tokens < 0
-    ):
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    if idx.dim() != 2 or idx.size(1) == 0:
-        raise ValueError(
-            f"idx must be (B, T) token ids with T >= 1, got shape {tuple(idx.shape)}; "
-            "use idx[None] for a single sequence"
-        )
-    block_size = _block_size(model)
+    temperature, top_k = _check_sampling(temperature, top_k)
+    max_new_tokens = non_negative_int("max_new_tokens", max_new_tokens)
+    idx = _context(idx)
+    block_size = model_block_size(model)
     with evaluating(model):
         for _ in range(max_new_tokens):
             context = idx if block_size is None else idx[:, -block_size:]  # (B, <= block_size)
             logits = model(context)[:, -1, :]  # (B, V)
-            probs = torch.softmax(_scale_logits(logits, temperature, top_k), dim=-1)  # (B, V)
+            probs = _probs(logits, temperature, top_k)  # (B, V)
             nxt = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
             idx = torch.cat([idx, nxt], dim=1)  # (B, T + 1)
     return idx
@@ -174,8 +203,7 @@ def generate(
     ids = tokenizer.encode(prompt)
     if len(ids) == 0:
         raise ValueError("prompt encodes to no tokens; give at least one character to continue")
-    device = next(model.parameters()).device
-    idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
+    idx = torch.tensor([ids], dtype=torch.long, device=model_device(model))  # (1, T)
     out = generate_ids(
         model, idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator
     )

@@ -33,23 +33,21 @@ from functools import partial
 import numpy as np
 import torch
 
+from slmbook._checks import finite_float, non_negative_int, positive_int, unit_interval
+
 __all__ = ["SCHEDULES", "constant", "lr_curve", "make_scheduler", "warmup_cosine"]
 
 
 def _check(step: int, max_lr: float, warmup_steps: int, max_steps: int | None, min_lr: float):
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
-    if max_lr < 0:
-        raise ValueError(f"max_lr must be >= 0, got {max_lr}")
-    if min_lr < 0:
-        raise ValueError(f"min_lr must be >= 0, got {min_lr}")
+    non_negative_int("step", step)
+    for name, value in (("max_lr", max_lr), ("min_lr", min_lr)):
+        if finite_float(name, value) < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
     if min_lr > max_lr:
         raise ValueError(f"min_lr ({min_lr}) must not exceed max_lr ({max_lr})")
-    if warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    non_negative_int("warmup_steps", warmup_steps)
     if max_steps is not None:
-        if max_steps <= 0:
-            raise ValueError(f"max_steps must be > 0, got {max_steps}")
+        positive_int("max_steps", max_steps)
         if warmup_steps > max_steps:
             raise ValueError(
                 f"warmup_steps ({warmup_steps}) must not exceed max_steps ({max_steps}): "
@@ -137,8 +135,7 @@ def make_scheduler(
     See chapter 6, "Updating the parameters" (book/06_update.ipynb).
     """
     fn = _get(name)
-    if not 0.0 <= min_lr_ratio <= 1.0:
-        raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+    min_lr_ratio = unit_interval("min_lr_ratio", min_lr_ratio, closed_right=True)
     _check(0, 1.0, warmup_steps, max_steps, min_lr_ratio)
     factor = partial(
         fn, max_lr=1.0, warmup_steps=warmup_steps, max_steps=max_steps, min_lr=min_lr_ratio
@@ -166,8 +163,7 @@ def lr_curve(
     """
     fn = _get(name)
     n = max_steps if num_steps is None else num_steps
-    if n < 0:
-        raise ValueError(f"num_steps must be >= 0, got {n}")
+    n = non_negative_int("num_steps", n)
     kw = dict(max_lr=max_lr, warmup_steps=warmup_steps, max_steps=max_steps, min_lr=min_lr)
     _check(0, **kw)
     return np.array([fn(s, **kw) for s in range(n)], dtype=np.float64)

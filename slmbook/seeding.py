@@ -10,6 +10,11 @@ import random
 import numpy as np
 import torch
 
+from slmbook._checks import non_negative_int
+
+MAX_SEED = 2**64 - 1
+"""The largest seed torch accepts (``torch.manual_seed`` keeps 64 bits)."""
+
 
 def set_seed(seed: int) -> torch.Generator:
     """Seed Python's, NumPy's and torch's global generators.
@@ -25,10 +30,14 @@ def set_seed(seed: int) -> torch.Generator:
         A fresh CPU generator seeded with ``seed``, for functions that take an
         explicit ``generator=`` argument (such as :func:`slmbook.data.get_batch`).
 
-    See chapter 1, "The data: X and Y".
+    See chapter 1, "The data: X and Y" (book/01_data.ipynb).
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = non_negative_int("seed", seed)
+    if seed > MAX_SEED:
+        raise ValueError(
+            f"seed must be at most 2**64 - 1 (torch keeps 64 bits), got {seed}; "
+            "use seed % 2**64 or a smaller number"
+        )
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (seeds the legacy global generator readers use)
     torch.manual_seed(seed)

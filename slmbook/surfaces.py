@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from slmbook._checks import non_negative_int, positive_int
+
 __all__ = [
     "QUADRATIC",
     "ROSENBROCK",
@@ -115,7 +117,7 @@ def grid(
     X, Y, Z : numpy.ndarray
         Each ``(n, n)``: coordinates and loss (``plt.contour(X, Y, Z)``).
     """
-    if n < 2:
+    if positive_int("n", n) < 2:
         raise ValueError(f"n must be >= 2 grid points per axis, got {n}")
     xlim, ylim = xlim or surface.xlim, ylim or surface.ylim
     xs = torch.linspace(*xlim, n, dtype=torch.float64)
@@ -158,8 +160,7 @@ def run_optimizer(
         ``(k + 1, 2)`` float64: the start and the point after each of the
         ``k <= steps`` steps (``k < steps`` only if the run diverged).
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+    steps = non_negative_int("steps", steps)
     xy = torch.tensor(start or surface.start, dtype=torch.float64, requires_grad=True)
     opt = make_optimizer([xy], **optimizer_kwargs)
     path = [xy.detach().clone()]

@@ -7,6 +7,8 @@ so that the static HTML page still shows something meaningful.
 
 from __future__ import annotations
 
+from slmbook._checks import positive_int
+
 
 def lr_explorer(
     surface: str = "quadratic",
@@ -124,8 +126,7 @@ def search_box(retriever, query: str = "how do I handle an error raised inside a
 
     from slmbook.retrieval import format_hits
 
-    if k <= 0:
-        raise ValueError(f"k={k} must be a positive number of passages")
+    k = positive_int("k", k)
 
     def show(query: str) -> None:
         print(format_hits(retriever.search(query, k=k), max_chars=max_chars))

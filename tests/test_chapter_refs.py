@@ -21,6 +21,7 @@ ROOT = Path(slmbook.__file__).parent.parent
 MODULES = sorted(p.name for p in (ROOT / "slmbook").glob("*.py"))
 REFERENCE = re.compile(r'[Cc]hapter (\d+), "([^"]+)" \(book/((\d\d)_[a-z0-9_]+)\.ipynb\)')
 LINK = re.compile(r"\(book/[^)\s]*\.ipynb\)")
+TITLED = re.compile(r'[Cc]hapter \d+, "[^"]+"')
 BARE = re.compile(r"\bSee chapter \d+(?!\d|, \")")
 
 
@@ -53,6 +54,8 @@ def problems(text: str) -> list[str]:
             out.append(f"book/{notebook}.ipynb does not exist (or has no '# ' heading)")
         elif found != f"{number}. {title}":
             out.append(f'chapter {number}, "{title}": the notebook\'s heading is "{found}"')
+    if len(TITLED.findall(text)) != len(REFERENCE.findall(text)):
+        out.append('a chapter N, "Title" without its (book/NN_name.ipynb)')
     if len(LINK.findall(text)) != len(REFERENCE.findall(text)):
         out.append('a (book/...ipynb) link that is not in the form chapter N, "Title" (book/...)')
     out += [f"{m.group()!r} without the chapter's title" for m in BARE.finditer(text)]
@@ -69,6 +72,9 @@ def test_checker_catches_drift():
     ]
     assert "does not exist" in problems('chapter 13, "Later" (book/13_later.ipynb)')[0]
     assert problems("See chapter 4.") == ["'See chapter 4' without the chapter's title"]
+    assert problems('See chapter 1, "The data: X and Y".') == [
+        'a chapter N, "Title" without its (book/NN_name.ipynb)'
+    ]
     assert problems('See chapter\n    3, "The forward pass"\n    (book/03_forward.ipynb)') == []
 
 

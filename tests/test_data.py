@@ -118,3 +118,40 @@ def test_iter_batches_covers_each_target_once():
     assert [len(x) for x, _ in batches] == [3, 2]
     assert Y.flatten().tolist() == list(range(1, 21))
     assert torch.equal(Y, X + 1)
+
+
+# ---- bad inputs (issue 12): each error names the value and what to do
+def test_load_corpus_refuses_non_paths_and_folders(tmp_path):
+    with pytest.raises(TypeError, match=r"name_or_path must be None, 'pydoc' or the path.*got 42 \(int\)"):
+        load_corpus(42)
+    with pytest.raises(IsADirectoryError, match="is a folder; pass the path of a UTF-8 text file"):
+        load_corpus(tmp_path)
+
+
+def test_float_ids_are_refused_not_truncated():
+    with pytest.raises(TypeError, match=r"ids must be integer token ids, got dtype torch\.float32"):
+        get_batch(torch.arange(20).float(), 2, 4)
+    with pytest.raises(TypeError, match=r"ids must be integer token ids, got dtype torch\.float32"):
+        next_token_pairs([0.0, 1.7, 2.2, 3.9], 2)
+    with pytest.raises(TypeError, match=r"ids must be integer token ids, got dtype torch\.bool"):
+        next_token_pairs(torch.ones(5, dtype=torch.bool), 2)
+    with pytest.raises(TypeError, match="got a str; encode text with a tokenizer first"):
+        next_token_pairs("hello world", 2)
+
+
+def test_uint8_and_list_ids_are_widened_to_int64():
+    ids = torch.arange(30, dtype=torch.uint8)
+    for given in (ids, ids.tolist(), ids.numpy(), ids.int()):
+        X, Y = next_token_pairs(given, 4)
+        assert X.dtype == Y.dtype == torch.int64
+        torch.testing.assert_close(X, next_token_pairs(ids.long(), 4)[0], rtol=0, atol=0)
+    X, _ = get_batch(torch.tensor([200, 250, 255] * 5, dtype=torch.uint8), 3, 4)
+    assert X.dtype == torch.int64 and X.max() == 255  # no uint8 wrap-around
+
+
+@pytest.mark.parametrize("bad", [True, 2.0, "8"])
+def test_sizes_must_be_ints(bad):
+    with pytest.raises(TypeError, match=rf"block_size must be a positive int, got {bad!r}"):
+        get_batch(torch.arange(20), 2, bad)
+    with pytest.raises(TypeError, match=rf"batch_size must be a positive int, got {bad!r}"):
+        list(iter_batches(torch.arange(20), bad, 4))

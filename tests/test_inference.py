@@ -42,6 +42,6 @@ def test_forward_with_hooks_records_and_removes_its_hooks():
 
 def test_forward_with_hooks_removes_hooks_when_the_forward_pass_fails():
     model = nn.Linear(2, 2)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         forward_with_hooks(model, torch.ones(1, 5), [(model, lambda m, i, o: None)])
     assert not model._forward_hooks and model.training

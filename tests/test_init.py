@@ -158,7 +158,7 @@ def test_errors():
     model = GPT(CFG)
     with pytest.raises(ValueError, match=r"unknown init scheme 'uniform'; choose one of zeros, "):
         init_weights(model, "uniform")
-    with pytest.raises(ValueError, match=r"std must be positive, got -0.1"):
+    with pytest.raises(ValueError, match=r"std must be a positive number, got -0\.1"):
         init_weights(model, "normal", std=-0.1)
     with pytest.raises(ValueError, match=r"by must be 'module' or 'layer', got 'block'"):
         count_parameters(model, by="block")

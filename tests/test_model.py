@@ -158,7 +158,6 @@ def test_bigram_optimum_is_the_count_model():
         (dict(n_embd=10, n_head=4), r"n_embd=10 is not divisible by n_head=4"),
         (dict(n_layer=0), r"n_layer must be a positive int, got 0"),
         (dict(block_size=-3), r"block_size must be a positive int, got -3"),
-        (dict(n_head=2.0), r"n_head must be a positive int, got 2.0"),
         (dict(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
         (dict(dropout=-0.1), r"dropout must be in \[0, 1\), got -0.1"),
         (dict(attention="flash"), r"unknown attention implementation 'flash'.*fused, scratch"),
@@ -168,6 +167,34 @@ def test_config_errors(kwargs, match):
     args = {"vocab_size": 10, **kwargs}
     with pytest.raises(ValueError, match=match):
         GPTConfig(**args)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(n_head=2.0), r"n_head must be a positive int, got 2\.0 \(float\)"),
+        (dict(n_layer=True), r"n_layer must be a positive int, got True \(bool\)"),
+        (dict(dropout="0.1"), r"dropout must be a finite number, got '0\.1' \(str\)"),
+    ],
+)
+def test_config_type_errors(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        GPTConfig(**{"vocab_size": 10, **kwargs})
+
+
+def test_ids_of_other_integer_dtypes_are_widened_and_lists_refused():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)).eval()
+    ids = torch.tensor([[1, 2, 10, 3]])
+    with torch.no_grad():
+        expected = model(ids)
+        for dtype in (torch.uint8, torch.int16, torch.int32):
+            torch.testing.assert_close(model(ids.to(dtype)), expected, rtol=0, atol=0)
+        assert Bigram(11)(ids.to(torch.uint8)).shape == (1, 4, 11)
+    with pytest.raises(TypeError, match=r"idx must be a \(B, T\) tensor of token ids, got a list; use torch\.tensor"):
+        model([[1, 2, 3]])
+    with pytest.raises(TypeError, match=r"idx must be integer token ids, got dtype torch\.float64"):
+        model(ids.double())
 
 
 def test_config_vocab_size_error():
@@ -186,7 +213,7 @@ def test_forward_errors(tiny):
         tiny(torch.zeros(1, 9, dtype=torch.long))
     with pytest.raises(ValueError, match=r"idx must be \(B, T\).*idx\[None\]"):
         tiny(torch.zeros(5, dtype=torch.long))
-    with pytest.raises(TypeError, match=r"integer tensor.*float32"):
+    with pytest.raises(TypeError, match=r"idx must be integer token ids, got dtype torch\.float32"):
         tiny(torch.zeros(1, 3))
     with pytest.raises(ValueError, match=r"token id 7 is outside the vocabulary \[0, 5\)"):
         Bigram(5)(torch.tensor([[7]]))

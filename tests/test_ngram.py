@@ -49,7 +49,7 @@ def test_unseen_pair_without_smoothing_has_infinite_loss():
 
 def test_uniform_loss_is_ln_v():
     assert uniform_loss(100) == pytest.approx(math.log(100))
-    with pytest.raises(ValueError, match="vocab_size must be positive, got 0"):
+    with pytest.raises(ValueError, match="vocab_size must be a positive int, got 0"):
         uniform_loss(0)
 
 

@@ -144,3 +144,22 @@ def test_generate_is_the_function_and_sampling_the_module():
 
     assert slmbook.generate is slmbook.sampling.generate
     assert callable(slmbook.generate)
+
+
+# pytest.raises without match= still to fix, with their owner: (file, count)
+KNOWN_UNMATCHED = {
+    "test_cli.py": 2,  # helper A
+    "test_training.py": 1,  # helper A
+}
+
+
+def test_every_pytest_raises_has_match():
+    unmatched: dict[str, int] = {}
+    for path in sorted((PACKAGE.parent / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "raises" and getattr(node.func.value, "id", "") == "pytest"
+                    and not any(k.arg == "match" for k in node.keywords)):
+                unmatched[path.name] = unmatched.get(path.name, 0) + 1
+    extra = {f: n for f, n in unmatched.items() if n > KNOWN_UNMATCHED.get(f, 0)}
+    assert extra == {}, f"pytest.raises without match= in {extra}"

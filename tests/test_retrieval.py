@@ -201,7 +201,7 @@ def test_format_hits(retriever):
     assert lines[0].startswith("1. 3  score=0.") and lines[2].startswith("2. 0  score=0.000")
     assert lines[1].strip() == "Lambda expressions …" and len(lines[1].strip()) == 20
     assert format_hits([]) == "(no passage shares a word with the query)"
-    with pytest.raises(ValueError, match="max_chars=0"):
+    with pytest.raises(ValueError, match="max_chars must be a positive int, got 0"):
         format_hits([], max_chars=0)
 
 
@@ -210,5 +210,5 @@ def test_search_box_widget(retriever):
     from slmbook.widgets import search_box
 
     assert search_box(retriever, "loop over items", k=2) is not None
-    with pytest.raises(ValueError, match="k=0"):
+    with pytest.raises(ValueError, match="k must be a positive int, got 0"):
         search_box(retriever, k=0)

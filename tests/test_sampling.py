@@ -4,6 +4,8 @@ restoring train/eval mode, and the errors for bad sampling arguments."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -106,30 +108,71 @@ def test_works_with_bigram():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "error", "match"),
     [
-        (dict(temperature=0), r"temperature must be > 0, got 0"),
-        (dict(temperature=-1.5), r"temperature must be > 0, got -1.5"),
-        (dict(temperature="hot"), r"temperature must be a positive number, got 'hot'"),
-        (dict(top_k=0), r"top_k must be an int >= 1 or None, got 0"),
-        (dict(top_k=2.5), r"top_k must be an int >= 1 or None, got 2.5"),
+        (dict(temperature=0), ValueError, r"temperature must be > 0, got 0.0; use a small value"),
+        (dict(temperature=-1.5), ValueError, r"temperature must be > 0, got -1\.5"),
+        (dict(temperature=float("inf")), ValueError, r"temperature must be a finite number, got inf"),
+        (dict(temperature=float("nan")), ValueError, r"temperature must be a finite number, got nan"),
+        (dict(temperature="hot"), TypeError, r"temperature must be a finite number, got 'hot'"),
+        (dict(top_k=0), ValueError, r"top_k must be a positive int, got 0"),
+        (dict(top_k=2.5), TypeError, r"top_k must be a positive int or None, got 2\.5"),
+        (dict(top_k=True), TypeError, r"top_k must be a positive int or None, got True"),
     ],
 )
-def test_sampling_errors(setup, kwargs, match):
+def test_sampling_errors(setup, kwargs, error, match):
     model, tok = setup
     idx = torch.zeros(1, 1, dtype=torch.long)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         generate_ids(model, idx, 3, **kwargs)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         generate(model, tok, "h", 3, **kwargs)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         next_token_probs(model, idx, **kwargs)
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 5e-324, 1e-30])
+def test_tiny_temperature_samples_greedily(setup, temperature):
+    model, _ = setup
+    idx = torch.tensor([[1, 2, 3]])
+    probs = next_token_probs(model, idx, temperature=temperature)
+    assert torch.isfinite(probs).all()
+    assert probs[0, next_token_probs(model, idx).argmax()] == 1.0
+    greedy = generate_ids(model, idx, 5, temperature=temperature)
+    expected = idx
+    for _ in range(5):
+        expected = torch.cat([expected, model(expected)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(greedy, expected)
+
+
+def test_ids_other_integer_dtypes_and_float_or_list_ids(setup):
+    model, _ = setup
+    g = torch.Generator().manual_seed(0)
+    expected = generate_ids(model, torch.tensor([[1, 2]]), 4, generator=g)
+    g.manual_seed(0)
+    out = generate_ids(model, torch.tensor([[1, 2]], dtype=torch.uint8), 4, generator=g)
+    assert out.dtype == torch.int64 and torch.equal(out, expected)
+    with pytest.raises(TypeError, match=r"idx must be integer token ids, got dtype torch\.float32"):
+        generate_ids(model, torch.tensor([[1.0, 2.0]]), 2)
+    with pytest.raises(TypeError, match=r"idx must be a \(B, T\) tensor of token ids, got a list"):
+        next_token_probs(model, [[1, 2]])
+
+
+def test_nan_weights_give_a_clear_error(setup):
+    model, _ = setup
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.lm_head.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"logits contain NaN.*load an earlier checkpoint"):
+        generate_ids(broken, torch.tensor([[1]]), 2)
 
 
 def test_other_errors(setup):
     model, tok = setup
-    with pytest.raises(ValueError, match=r"max_new_tokens must be an int >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"max_new_tokens must be a non-negative int, got -1"):
         generate_ids(model, torch.zeros(1, 1, dtype=torch.long), -1)
+    with pytest.raises(TypeError, match=r"max_new_tokens must be a non-negative int, got 2\.0"):
+        generate_ids(model, torch.zeros(1, 1, dtype=torch.long), 2.0)
     with pytest.raises(ValueError, match=r"T >= 1, got shape \(1, 0\)"):
         generate_ids(model, torch.zeros(1, 0, dtype=torch.long), 2)
     with pytest.raises(ValueError, match=r"prompt encodes to no tokens"):

@@ -90,8 +90,8 @@ def test_make_scheduler_constant():
             dict(warmup_steps=20, max_steps=10),
             r"warmup_steps \(20\) must not exceed max_steps \(10\)",
         ),
-        (dict(warmup_steps=-1, max_steps=10), "warmup_steps must be >= 0, got -1"),
-        (dict(warmup_steps=0, max_steps=0), "max_steps must be > 0, got 0"),
+        (dict(warmup_steps=-1, max_steps=10), "warmup_steps must be a non-negative int, got -1"),
+        (dict(warmup_steps=0, max_steps=0), "max_steps must be a positive int, got 0"),
         (dict(warmup_steps=0, max_steps=10, max_lr=-1.0), "max_lr must be >= 0, got -1.0"),
         (dict(warmup_steps=0, max_steps=10, min_lr=-0.1), "min_lr must be >= 0, got -0.1"),
         (dict(warmup_steps=0, max_steps=10, min_lr=2.0), r"min_lr \(2.0\) must not exceed"),
@@ -106,7 +106,7 @@ def test_bad_arguments_raise(kwargs, match):
 
 
 def test_bad_step_name_and_ratio_raise():
-    with pytest.raises(ValueError, match="step must be >= 0, got -3"):
+    with pytest.raises(ValueError, match="step must be a non-negative int, got -3"):
         warmup_cosine(-3, max_lr=1.0, warmup_steps=0, max_steps=5)
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)
     with pytest.raises(ValueError, match="unknown schedule 'linear'"):
@@ -115,5 +115,5 @@ def test_bad_step_name_and_ratio_raise():
         make_scheduler(opt, warmup_steps=0, max_steps=5, min_lr_ratio=1.5)
     with pytest.raises(ValueError, match="warmup_steps"):
         make_scheduler(opt, warmup_steps=9, max_steps=5)
-    with pytest.raises(ValueError, match="num_steps must be >= 0"):
+    with pytest.raises(ValueError, match="num_steps must be a non-negative int, got -1"):
         lr_curve(max_lr=1.0, warmup_steps=0, max_steps=5, num_steps=-1)

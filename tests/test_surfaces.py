@@ -83,7 +83,7 @@ def test_divergence_stops_early():
     assert np.linalg.norm(path[-1]) > 100.0 and np.all(np.isfinite(path))
     start = run_optimizer(QUADRATIC, torch.optim.SGD, steps=0, lr=0.1, start=(1.0, 2.0))
     np.testing.assert_allclose(start, [[1.0, 2.0]])
-    with pytest.raises(ValueError, match="steps must be >= 0"):
+    with pytest.raises(ValueError, match="steps must be a non-negative int, got -1"):
         run_optimizer(QUADRATIC, torch.optim.SGD, steps=-1, lr=0.1)
 
 
