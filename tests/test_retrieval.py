@@ -212,3 +212,36 @@ def test_search_box_widget(retriever):
     assert search_box(retriever, "loop over items", k=2) is not None
     with pytest.raises(ValueError, match="k must be a positive int, got 0"):
         search_box(retriever, k=0)
+
+
+# ---------------------------------------------------------------- bad inputs (issue 12)
+@pytest.mark.parametrize(
+    ("k", "error", "match"),
+    [
+        (True, TypeError, r"k must be a positive int, got True \(bool\)"),
+        (2.0, TypeError, r"k must be a positive int, got 2\.0 \(float\)"),
+        (1.5, TypeError, r"k must be a positive int, got 1\.5 \(float\)"),
+        ("3", TypeError, r"k must be a positive int, got '3' \(str\)"),
+        (None, TypeError, r"k must be a positive int, got None"),
+    ],
+)
+def test_k_must_be_an_int(retriever, k, error, match):
+    with pytest.raises(error, match=match):
+        retriever.search("loop", k=k)
+    with pytest.raises(error, match=match):
+        retriever.search_batch(["loop"], k=k)
+
+
+def test_numpy_int_k_is_fine(retriever):
+    assert retriever.search("loop", k=np.int64(2)) == retriever.search("loop", k=2)
+
+
+def test_load_on_a_text_file_does_not_suggest_unpickling(tmp_path):
+    for name, content in [("notes.txt", b"just some text\n"), ("index.npz", b"")]:
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=r"is not a TfidfRetriever index \(\.npz\); rebuild") as info:
+            TfidfRetriever.load(path)
+        assert "pickle" not in str(info.value)
+    with pytest.raises(IsADirectoryError, match="is a folder; pass the index file inside it"):
+        TfidfRetriever.load(tmp_path)
