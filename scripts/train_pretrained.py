@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              shlex.join(sys.argv[1:] if argv is None else argv)]).strip(),
     }
     path = checkpoints.save(args.out, model, step=args.steps, tokenizer=tokenizer,
-                            history=history, **meta)
+                            history=history, force=True, **meta)  # replaces a damaged file too
     meta["file_bytes"] = path.stat().st_size
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta

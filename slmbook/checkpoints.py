@@ -22,12 +22,12 @@ Taught in chapter 7, "Iterating" (book/07_iterate.ipynb).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib.resources
 import numbers
 import os
 import random
-import tempfile
-import uuid
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from slmbook import _files
 
 __all__ = [
     "FORMAT",
@@ -103,6 +105,7 @@ def save(
     generator: torch.Generator | None = None,
     history: Any | None = None,
     training_state: dict[str, Any] | None = None,
+    force: bool = False,
     **meta: Any,
 ) -> Path:
     """Write a checkpoint atomically.
@@ -125,6 +128,9 @@ def save(
         A :class:`slmbook.training.History` (saved through ``to_dict()``) or a dict.
     training_state:
         Extra state the training loop needs to resume (plain data and tensors).
+    force:
+        Replace ``path`` even if it is not an slmbook checkpoint (by default
+        such a file is refused, never destroyed).
     **meta:
         Free-form metadata (str, numbers, lists, dicts), for example ``corpus_hash``.
 
@@ -164,20 +170,12 @@ def save(
         "meta": {"slmbook_version": __version__, "torch_version": str(torch.__version__), **meta},
     }
     payload = _plain(payload, "checkpoint")
-    check_writable(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # honours the umask
+    check_writable(path, force=force)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+        return _files.atomic_write(path, lambda f: torch.save(payload, f))
+    except OSError as err:  # a full disk, a quota, a folder removed meanwhile
+        raise type(err)(err.errno, f"cannot write checkpoint {str(path)!r}: "
+                        f"{err.strerror or err}; the previous file, if any, is kept") from err
 
 
 def _plain(obj: Any, where: str) -> Any:
@@ -203,37 +201,43 @@ def _plain(obj: Any, where: str) -> Any:
         "tensors, numbers, strings, lists and dicts (convert it, e.g. str(path))")
 
 
-def check_writable(path: str | Path) -> None:
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a file written by :func:`save` (checked without loading it)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
+            return bool(pickles) and FORMAT.encode() in archive.read(pickles[0])
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
+def check_writable(path: str | Path, *, force: bool = False) -> None:
     """Raise a clear ``OSError`` unless a checkpoint can be written at ``path``.
 
-    Creates missing parent folders, then writes and deletes a probe file.
+    Refuses a folder, and a file that is not an slmbook checkpoint (it would
+    be destroyed); creates missing parent folders, then writes and deletes a
+    probe file. ``force=True`` accepts a file that is not a checkpoint.
+
+    See chapter 7, "Iterating" (book/07_iterate.ipynb).
     """
-    path = Path(path)
+    path = _files.resolve_link(Path(path))
     if path.is_dir():
-        raise IsADirectoryError(f"checkpoint path {str(path)!r} is a directory; give a file name")
+        raise IsADirectoryError(errno.EISDIR, f"checkpoint path {str(path)!r} is a directory; "
+                                "give a file name, e.g. runs/model.pt")
+    if (not force and path.exists() and (not path.is_file() or path.stat().st_size)
+            and not is_checkpoint(path)):
+        raise FileExistsError(
+            errno.EEXIST, f"{str(path)!r} exists and is not an slmbook checkpoint; saving "
+            "there would destroy it. Choose another checkpoint path, or move that file away")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
-        os.close(fd)
+        probe = _files.hidden_name(path, f"{os.getpid()}.probe")
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
         os.unlink(probe)
     except OSError as err:
         raise OSError(
-            f"cannot write checkpoint {str(path)!r}: folder {str(path.parent)!r} is not "
-            f"writable ({err.strerror or err}); choose another path"
-        ) from err
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:  # makes the rename itself durable; not possible on every platform
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+            err.errno, f"cannot write checkpoint {str(path)!r}: folder {str(path.parent)!r} is "
+            f"not writable ({err.strerror or err}); choose another path") from err
 
 
 @dataclass
@@ -272,7 +276,22 @@ class Checkpoint:
             )
         from slmbook.model import GPT, GPTConfig
 
-        model = GPT(GPTConfig(**self.config))
+        try:
+            config = GPTConfig(**self.config)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"checkpoint {str(self.path)!r} holds an invalid model "
+                             f"configuration ({err}); it cannot be used") from None
+        with torch.device("meta"):  # the shapes the config implies, without allocating them
+            expected = {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
+        stored = {k: tuple(v.shape) for k, v in self.model_state.items()}
+        if stored != expected:
+            diff = {k: (stored.get(k), expected.get(k)) for k in {*stored, *expected}
+                    if stored.get(k) != expected.get(k)}
+            raise ValueError(
+                f"checkpoint {str(self.path)!r}: its weights do not have the shapes its "
+                f"configuration implies ({{name: (stored, expected)}} = "
+                f"{dict(sorted(diff.items())[:3])}); the file is damaged or was edited")
+        model = GPT(config)
         self.restore(model)
         return model.eval()
 
@@ -292,6 +311,12 @@ class Checkpoint:
                 f"configuration: {{name: (saved, yours)}} = {diff}; build the model with "
                 "the checkpoint's config (checkpoint.config) or use checkpoint.build_model()"
             )
+        bad = [k for k, v in self.model_state.items()
+               if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(
+                f"checkpoint {str(self.path)!r} holds NaN or infinite weights (in {bad[:3]}); "
+                "the run that wrote it had diverged: use an earlier checkpoint")
         try:
             model.load_state_dict(self.model_state)
         except RuntimeError as err:
@@ -308,7 +333,42 @@ class Checkpoint:
             scheduler.load_state_dict(self.scheduler_state)
 
 
-_REQUIRED = ("format_version", "model_class", "config", "model", "step", "meta")
+_REQUIRED = {"format_version": int, "model_class": str, "config": (dict, type(None)),
+             "model": dict, "step": int, "meta": dict}
+_OPTIONAL = {"optimizer": dict, "scheduler": dict, "tokenizer": dict, "rng": dict,
+             "history": dict, "training_state": dict}
+
+
+def _check_payload(path: Path, payload: dict[str, Any]) -> None:
+    """Refuse a payload whose fields have the wrong types, before anything is built from it."""
+    where = f"checkpoint {str(path)!r}"
+    missing = [k for k in _REQUIRED if k not in payload]
+    if missing:
+        raise ValueError(f"{where} is incomplete (missing {missing}); re-save it with "
+                         "slmbook.checkpoints.save")
+    version = payload["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{where} has a malformed format version {version!r} (expected an "
+                         f"int from 1 to {FORMAT_VERSION}); the file is damaged or was edited")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{where} has format version {version}, newer than this slmbook's "
+                         f"{FORMAT_VERSION}; upgrade slmbook to read it")
+    for key, kind in [*_REQUIRED.items(), *_OPTIONAL.items()]:
+        value = payload.get(key)
+        if (value is not None or key in _REQUIRED) and (
+                not isinstance(value, kind) or isinstance(value, bool)):
+            raise ValueError(f"{where}: field {key!r} is a {type(value).__name__}, expected "
+                             f"{getattr(kind, '__name__', 'dict or None')}; the file is damaged "
+                             "or was edited")
+    if payload["step"] < 0:
+        raise ValueError(f"{where}: step is {payload['step']}, expected >= 0")
+    if not all(isinstance(v, torch.Tensor) for v in payload["model"].values()):
+        raise ValueError(f"{where}: the model state holds values that are not tensors")
+    config = payload["config"] or {}
+    bad = {k: v for k, v in config.items()
+           if not isinstance(k, str) or not isinstance(v, (int, float, str, bool, type(None)))}
+    if bad:
+        raise ValueError(f"{where}: the model configuration holds malformed entries {bad}")
 
 
 def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
@@ -339,6 +399,9 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Check
     See chapter 7, "Iterating" (book/07_iterate.ipynb).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"checkpoint {str(path)!r} is a directory; give "
+                                "the checkpoint file in it")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:
@@ -357,17 +420,22 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Check
             f"{str(path)!r} is a torch file but not an slmbook checkpoint (no "
             f"format={FORMAT!r} marker); save checkpoints with slmbook.checkpoints.save"
         )
-    missing = [k for k in _REQUIRED if k not in payload]
-    if missing or payload["format_version"] > FORMAT_VERSION:
-        raise ValueError(
-            f"checkpoint {str(path)!r} is incomplete or from a newer slmbook (missing "
-            f"{missing}, format version {payload.get('format_version')}); upgrade slmbook"
-        )
+    _check_payload(path, payload)
     tokenizer = None
     if payload.get("tokenizer") is not None:
         from slmbook.tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_dict(payload["tokenizer"])
+        try:
+            tokenizer = Tokenizer.from_dict(payload["tokenizer"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"checkpoint {str(path)!r} holds a malformed tokenizer "
+                             f"({type(err).__name__}: {err})") from None
+        vocab = (payload["config"] or {}).get("vocab_size")
+        if isinstance(vocab, int) and tokenizer.vocab_size != vocab:
+            raise ValueError(
+                f"checkpoint {str(path)!r}: its tokenizer has {tokenizer.vocab_size} tokens but "
+                f"its model's vocabulary is {vocab}; they were not trained together. Save the "
+                "model with the tokenizer it was trained with")
     return Checkpoint(
         path=path, model_class=payload["model_class"], config=payload["config"],
         model_state=payload["model"], optimizer_state=payload.get("optimizer"),

@@ -9,9 +9,14 @@ files, config mismatches and unwritable folders give clear errors;
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import os
 import pickle
 import random
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +189,138 @@ def test_pretrained_missing_or_damaged_says_how_to_regenerate(tmp_path, monkeypa
     with pytest.raises(ValueError, match=r"damaged.*scripts/train_pretrained\.py"):
         checkpoints.pretrained()
     model, tok = _tiny()
-    checkpoints.save(tmp_path / "assets" / "pretrained.pt", model, tokenizer=tok)
+    checkpoints.save(tmp_path / "assets" / "pretrained.pt", model, tokenizer=tok, force=True)
     loaded, loaded_tok = checkpoints.pretrained()
     assert loaded_tok == tok and loaded.config == model.config
+
+
+# ----------------------------------------------------------------------------- nothing lost
+
+
+def test_refuses_to_overwrite_a_file_that_is_not_a_checkpoint(tmp_path):
+    model, _ = _tiny()
+    corpus = tmp_path / "my.txt"
+    corpus.write_text("precious text\n")
+    with pytest.raises(FileExistsError, match=r"my\.txt' exists and is not an slmbook checkpoint"):
+        checkpoints.save(corpus, model)
+    assert corpus.read_text() == "precious text\n"
+    (tmp_path / "empty.pt").write_bytes(b"")  # nothing to lose: an empty placeholder is fine
+    assert checkpoints.load(checkpoints.save(tmp_path / "empty.pt", model, step=1)).step == 1
+    assert checkpoints.is_checkpoint(tmp_path / "empty.pt") and not checkpoints.is_checkpoint(corpus)
+    checkpoints.save(corpus, model, force=True)  # explicitly asked for
+    assert checkpoints.is_checkpoint(corpus)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
+    model, _ = _tiny()
+    dead = tmp_path / f".c.pt.{_dead_pid()}.0123abcd.tmp"
+    alive = tmp_path / f".c.pt.{os.getppid()}.89abcdef.tmp"  # a running process is still writing
+    other = tmp_path / f".d.pt.{_dead_pid()}.0123abcd.tmp"  # another checkpoint's: not ours to judge
+    for p in (dead, alive, other):
+        p.write_bytes(b"x" * 100)
+    checkpoints.save(tmp_path / "c.pt", model)
+    assert not dead.exists() and alive.exists() and other.exists()
+
+
+def test_overwriting_keeps_file_mode_and_writes_through_symlinks(tmp_path):
+    model, _ = _tiny()
+    path = checkpoints.save(tmp_path / "c.pt", model, step=1)
+    path.chmod(0o600)
+    checkpoints.save(path, model, step=2)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and checkpoints.load(path).step == 2
+    link = tmp_path / "latest.pt"
+    link.symlink_to(path)
+    assert checkpoints.save(link, model, step=3) == path
+    assert link.is_symlink() and checkpoints.load(path).step == 3
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_long_valid_file_names_are_accepted(tmp_path):
+    model, _ = _tiny()
+    path = tmp_path / ("a" * 250 + ".pt")  # 253 bytes: valid; temporary names must fit too
+    assert checkpoints.load(checkpoints.save(path, model, step=4)).step == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_out_of_space_message_names_the_path(tmp_path, monkeypatch):
+    model, _ = _tiny()
+    path = checkpoints.save(tmp_path / "c.pt", model, step=1)
+
+    def full_disk(obj, f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=r"cannot write checkpoint '.*c\.pt': No space left on device"):
+        checkpoints.save(path, model, step=2)
+    monkeypatch.undo()
+    assert checkpoints.load(path).step == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+
+
+def test_a_directory_is_not_a_checkpoint_path(tmp_path):
+    model, _ = _tiny()
+    with pytest.raises(IsADirectoryError, match="is a directory; give a file name"):
+        checkpoints.save(tmp_path, model)
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        checkpoints.load(tmp_path)
+
+
+# ----------------------------------------------------------------------------- hostile files
+
+
+def _payload(tmp_path, **changes) -> Path:
+    model, tok = _tiny()
+    path = checkpoints.save(tmp_path / "c.pt", model, tokenizer=tok)
+    payload = torch.load(path, weights_only=True)
+    payload.update(changes)
+    torch.save(payload, tmp_path / "edited.pt")
+    return tmp_path / "edited.pt"
+
+
+def test_huge_claimed_vocabulary_is_refused_before_building_the_model(tmp_path, monkeypatch):
+    model, _ = _tiny()
+    config = {**dataclasses.asdict(model.config), "vocab_size": 30_000_000}
+    path = _payload(tmp_path, config=config, tokenizer=None)
+    built = []
+    monkeypatch.setattr(torch.nn.Embedding, "reset_parameters",
+                        lambda self: built.append((self.num_embeddings, self.weight.device.type)))
+    with pytest.raises(ValueError, match=r"do not have the shapes its configuration implies.*30000000"):
+        checkpoints.load(path).build_model()
+    assert (30_000_000, "meta") in built and all(d == "meta" for _, d in built)  # nothing allocated
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"format_version": "one"}, "malformed format version 'one'"),
+        ({"format_version": 99}, "format version 99, newer than"),
+        ({"step": "7"}, "field 'step' is a str, expected int"),
+        ({"config": [1, 2]}, "field 'config' is a list"),
+        ({"meta": None}, "field 'meta' is a NoneType"),
+        ({"config": {"vocab_size": "lots"}}, "invalid model configuration"),
+        ({"tokenizer": {"kind": "nonsense"}}, "malformed tokenizer"),
+    ],
+)
+def test_malformed_stored_fields_are_clear_errors(tmp_path, changes, match):
+    path = _payload(tmp_path, **changes)
+    with pytest.raises(ValueError, match=match):
+        checkpoints.load(path).build_model()
+
+
+def test_nan_weights_and_tokenizer_mismatch_are_refused(tmp_path):
+    model, tok = _tiny()
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] = float("nan")
+    path = checkpoints.save(tmp_path / "nan.pt", model, tokenizer=tok)
+    with pytest.raises(ValueError, match=r"NaN or infinite weights \(in \['.*'\]\).*earlier checkpoint"):
+        checkpoints.load(path).build_model()
+    model, _ = _tiny()
+    other = CharTokenizer.fit("abc")
+    path = checkpoints.save(tmp_path / "mismatch.pt", model, tokenizer=other)
+    with pytest.raises(ValueError, match=r"tokenizer has 3 tokens but its model's vocabulary is \d+"):
+        checkpoints.load(path)
