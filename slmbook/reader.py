@@ -137,10 +137,12 @@ def _line(text: str) -> str:
 
 
 def exact_match(prediction: str | None, answer: str | None) -> bool:
-    """Whether two answers are equal up to case and surrounding whitespace."""
+    """:func:`slmbook.metrics.exact_match` as a bool; ``None`` (no answer) matches only ``None``."""
     if prediction is None or answer is None:
         return prediction is answer
-    return prediction.strip().lower() == answer.strip().lower()
+    from slmbook.metrics import exact_match as squad_exact_match
+
+    return bool(squad_exact_match(prediction, answer))
 
 
 # ------------------------------------------------------------------ examples
