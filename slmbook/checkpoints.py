@@ -445,11 +445,12 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Check
     )
 
 
-def pretrained() -> tuple[nn.Module, Any]:
+def pretrained(name: str = "lm") -> tuple[nn.Module, Any]:
     """The small GPT shipped with slmbook, and its tokenizer.
 
     Loads ``slmbook/assets/pretrained.pt`` (trained on the default corpus by
-    ``scripts/train_pretrained.py``).
+    ``scripts/train_pretrained.py``). ``name="reader"`` loads chapter 10's
+    reader instead (:func:`slmbook.rag.pretrained_reader`).
 
     Returns
     -------
@@ -466,6 +467,12 @@ def pretrained() -> tuple[nn.Module, Any]:
 
     See chapter 8, "Starting from a pretrained model" (book/08_pretrained.ipynb).
     """
+    if name == "reader":
+        from slmbook.rag import pretrained_reader
+
+        return pretrained_reader()
+    if name != "lm":
+        raise ValueError(f"name={name!r} is unknown; use 'lm' (chapter 8) or 'reader' (chapter 10)")
     resource = importlib.resources.files("slmbook") / "assets" / "pretrained.pt"
     fix = f"regenerate it with `{_REGENERATE}` from the repository root, or reinstall slmbook"
     if not resource.is_file():
