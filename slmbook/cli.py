@@ -21,6 +21,7 @@ import dataclasses
 import math
 import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,13 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0 for none), got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _non_negative_int(text)
+    if value >= 2**64:
+        raise argparse.ArgumentTypeError(f"expected a seed below 2**64, got {value}")
     return value
 
 
@@ -166,14 +174,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                        description="Sample text from a checkpoint written by `slmbook train`.")
     p.add_argument("--checkpoint", metavar="PATH", required=True,
                    help="checkpoint file (from `slmbook train`)")
-    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--prompt", default=None, help="text to continue (default: a newline)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=300,
                    help="tokens (characters) to generate (default: 300)")
     p.add_argument("--temperature", type=_positive_float, default=0.8,
                    help="softmax temperature: lower is more conservative (default: 0.8)")
     p.add_argument("--top-k", type=_positive_int, default=None,
                    help="sample only among the k most likely tokens (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,6 +248,8 @@ def _train(args: argparse.Namespace) -> int:
     corpus = args.corpus
     if ckpt is not None and "corpus" not in args.given:
         corpus = None if ckpt.meta.get("corpus", "pydoc") == "pydoc" else ckpt.meta["corpus"]
+    if corpus is not None and Path(corpus).is_dir():
+        raise ValueError(f"--corpus: {str(corpus)!r} is a directory; give a UTF-8 text file")
     text = load_corpus(corpus)
     tokenizer = CharTokenizer.fit(text)
     ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
@@ -259,6 +269,8 @@ def _train(args: argparse.Namespace) -> int:
         prompt = "\n" if "\n" in text else text[0]
         callbacks.append(SampleCallback(tokenizer, prompt, args.sample_length, temperature=0.8,
                                         seed=config.seed, echo=True))
+    if config.checkpoint_path is not None and not args.force:
+        _check_out(config.checkpoint_path, args.resume)
     history = train(model, train_ids, val_ids, config, callbacks=callbacks,
                     resume_from=args.resume, tokenizer=tokenizer,
                     meta={"corpus_hash": corpus_hash(text), "corpus": str(corpus or "pydoc")})
@@ -268,10 +280,27 @@ def _train(args: argparse.Namespace) -> int:
     print(f"stopped ({history.stop_reason}) after {len(history.steps)} steps, "
           f"{seconds:.0f} s, {tokens / max(seconds, 1e-9):,.0f} tokens/s; "
           f"checkpoint: {saved}")
-    if history.stop_reason == "interrupted":
-        print(f"interrupted: resume with --resume {saved}", file=sys.stderr)
-        return 130
+    if history.stop_reason in ("interrupted", "terminated"):
+        print(f"{history.stop_reason}: resume with --resume {saved}", file=sys.stderr)
+        return 130 if history.stop_reason == "interrupted" else 143  # 128 + SIGINT / SIGTERM
     return 0
+
+
+def _check_out(out: str | Path, resume: str | None) -> None:
+    """Refuse to replace another run's checkpoint at ``--out`` (unless ``--force``)."""
+    from slmbook import checkpoints
+
+    pattern = Path(out)
+    files = (sorted(pattern.parent.glob(pattern.name.replace("{step}", "*")))
+             if "{step}" in pattern.name else [pattern])
+    resumed = Path(resume).resolve() if resume else None
+    if resumed is not None and resumed in [f.resolve() for f in files]:
+        return  # continuing that run
+    taken = [f for f in files if f.is_file() and checkpoints.is_checkpoint(f)]
+    if taken:
+        raise ValueError(
+            f"--out: {str(taken[0])!r} already holds a checkpoint; continue it with --resume "
+            f"{taken[0]}, overwrite it with --force, or choose another --out")
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -284,26 +313,53 @@ def _generate(args: argparse.Namespace) -> int:
     if ckpt.tokenizer is None:
         raise ValueError(f"checkpoint {args.checkpoint!r} has no tokenizer; it cannot decode text")
     model = ckpt.build_model()
-    text = generate(model, ckpt.tokenizer, args.prompt, args.max_new_tokens,
+    prompt = "\n" if args.prompt is None else args.prompt
+    try:
+        ckpt.tokenizer.encode(prompt)
+    except ValueError as err:
+        if args.prompt is not None:
+            raise ValueError(f"--prompt: {err}") from None
+        first = ckpt.tokenizer.decode([0])
+        raise ValueError(f"the default prompt, a newline, is not in this model's vocabulary "
+                         f"(its training text had none); give one with --prompt, e.g. "
+                         f"--prompt {first!r}") from None
+    text = generate(model, ckpt.tokenizer, prompt, args.max_new_tokens,
                     temperature=args.temperature, top_k=args.top_k,
                     generator=torch.Generator().manual_seed(args.seed))
     print(text)
     return 0
 
 
+def _note(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+          line: Any = None) -> None:
+    print(f"slmbook: note: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``slmbook`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "train" and args.resume and not Path(args.resume).is_file():
-        parser.error(f"--resume: checkpoint {args.resume!r} does not exist")
-    if args.command == "generate" and not Path(args.checkpoint).is_file():
-        parser.error(f"--checkpoint: checkpoint {args.checkpoint!r} does not exist; "
-                     "train one with `slmbook train --out PATH`")
-    try:
-        return _train(args) if args.command == "train" else _generate(args)
-    except _UsageError as err:
-        parser._subparsers._group_actions[0].choices[args.command].error(str(err))
-    except (ValueError, OSError, TypeError) as err:
-        print(f"slmbook {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    sub = parser._subparsers._group_actions[0].choices[args.command]
+    flag, path = ("--resume", args.resume) if args.command == "train" else (
+        "--checkpoint", args.checkpoint)
+    if path is not None and Path(path).is_dir():
+        sub.error(f"{flag}: {path!r} is a directory; give the checkpoint file in it")
+    if path is not None and not Path(path).is_file():
+        hint = "" if args.command == "train" else "; train one with `slmbook train --out PATH`"
+        sub.error(f"{flag}: checkpoint {path!r} does not exist{hint}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _note  # the library's warnings, as one-line notes
+        try:
+            return _train(args) if args.command == "train" else _generate(args)
+        except _UsageError as err:
+            sub.error(str(err))
+        except KeyboardInterrupt:
+            print(f"slmbook {args.command}: interrupted again: stopped at once (a checkpoint "
+                  "being written was abandoned; the previous one on disk is intact)",
+                  file=sys.stderr)
+            return 130
+        except (ValueError, OSError, TypeError, FloatingPointError) as err:
+            print(f"slmbook {args.command}: error: {err}", file=sys.stderr)
+            return 2
+    return 2

@@ -26,6 +26,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slmbook import checkpoints
+from slmbook import _files, checkpoints
 from slmbook._checks import (
     finite_float,
     model_block_size,
@@ -302,18 +303,22 @@ def train(model: nn.Module, train_data: BatchSource, val_data: BatchSource | Non
     config = _configure(config, overrides)
     run = _Run(model, train_data, val_data, config, optimizer, loss_fn or next_token_loss,
                early_stopping, tokenizer, meta)
-    if resume_from is not None:
-        run.resume(resume_from)
     hooks = [as_callback(cb) for cb in callbacks]
-    history, stop = run.history, None
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=run.max_steps, initial=run.step, disable=not config.progress, desc="training")
-    model.train()
-    start, offset = time.perf_counter(), (history.time[-1] if history.time else 0.0)
-    with _sigint_flag() as interrupted, bar:
+    with contextlib.ExitStack() as stack:
+        if config.checkpoint_path is not None:  # one run at a time writes these files
+            stack.enter_context(_files.locked(Path(str(config.checkpoint_path))))
+        if resume_from is not None:
+            run.resume(resume_from)
+        signalled = stack.enter_context(_stop_signals())  # also covers the final save
+        bar = stack.enter_context(tqdm(total=run.max_steps, initial=run.step, desc="training",
+                                       disable=not config.progress))
+        history, stop = run.history, None
+        model.train()
+        start, offset = time.perf_counter(), (history.time[-1] if history.time else 0.0)
         while run.step < run.max_steps and stop is None:
-            run.take_step(offset + time.perf_counter() - start)      # chapters 3 to 6
+            run.take_step(lambda: offset + time.perf_counter() - start)  # chapters 3 to 6
             bar.update(1)
             for hook in hooks:
                 hook.on_step(history, model)
@@ -323,16 +328,15 @@ def train(model: nn.Module, train_data: BatchSource, val_data: BatchSource | Non
                                 val=f"{history.eval_val_loss[-1]:.3f}")
             if config.checkpoint_every and run.step % config.checkpoint_every == 0:
                 run.save()
-            if stop is None and interrupted():
-                stop = "interrupted"
-            limit = config.time_limit
+            stop = stop or signalled()
+            limit = config.time_limit  # this run's time, not the resumed runs' before it
             if stop is None and limit is not None and time.perf_counter() - start >= limit:
                 stop = "time_limit"
-    if history.steps and stop in ("time_limit", None) and history.eval_steps[-1:] != [run.step]:
-        run.evaluate(hooks)  # the final figures, when the last step was not evaluated
-    history.stop_reason = stop or "max_steps"
-    if config.checkpoint_path is not None:
-        run.save()
+        if history.steps and stop in ("time_limit", None) and history.eval_steps[-1:] != [run.step]:
+            run.evaluate(hooks)  # the final figures, when the last step was not evaluated
+        history.stop_reason = stop or "max_steps"
+        if config.checkpoint_path is not None:
+            run.save()
     if early_stopping is not None:
         early_stopping.restore(model)
     return history
@@ -375,12 +379,19 @@ def _mean_loss(model: nn.Module, batches: Sequence[Any], loss_fn: LossFn) -> flo
     return total / weight if weight else math.nan
 
 
+_STOPS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+
 @contextlib.contextmanager
-def _sigint_flag() -> Iterator[Callable[[], bool]]:
-    """Turn the first Ctrl-C into a flag read between steps; a second one interrupts."""
+def _stop_signals() -> Iterator[Callable[[], str | None]]:
+    """Turn the first Ctrl-C or SIGTERM into a stop reason read between steps.
+
+    A second signal raises ``KeyboardInterrupt`` at once. The previous
+    handlers are put back on exit.
+    """
     hits: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield lambda: False  # signals only reach the main thread
+        yield lambda: None  # signals only reach the main thread
         return
 
     def handler(signum: int, frame: Any) -> None:
@@ -388,11 +399,12 @@ def _sigint_flag() -> Iterator[Callable[[], bool]]:
         if len(hits) > 1:
             raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in _STOPS}
     try:
-        yield lambda: bool(hits)
+        yield lambda: _STOPS[hits[0]] if hits else None
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class _Run:
@@ -417,12 +429,16 @@ class _Run:
         self.eval_train = self.draw.fixed_batches(config.eval_batches or 20, config.seed + 1)
         self.eval_val = None if val is None else val.fixed_batches(config.eval_batches,
                                                                    config.seed + 2)
-        if config.checkpoint_path is not None:
-            checkpoints.check_writable(self._path(0))
+        self.own_optimizer = optimizer is None  # config.lr and weight_decay apply to it
         self.optimizer = optimizer or make_optimizer(model, lr=config.lr,
                                                      weight_decay=config.weight_decay)
+        self.schedule_steps = self.max_steps  # the horizon of the schedule (kept on resume)
         self.scheduler = self._scheduler(config.schedule)
         self.step, self.history, self.last_saved = 0, History(), None
+        if config.checkpoint_path is not None:  # fail now, not after the training
+            checkpoints.check_writable(self._path(0))
+            _files.check_free_space(self._path(0), _checkpoint_bytes(
+                model, self.optimizer, early_stopping))
 
     def _scheduler(self, schedule: Any) -> Any:
         if schedule is None or not isinstance(schedule, str):
@@ -431,11 +447,11 @@ class _Run:
                                  "scheduler built on the optimizer passed as optimizer=")
             return schedule
         warmup = self.config.warmup_steps
-        warmup = min(100, self.max_steps // 10) if warmup is None else warmup
+        warmup = min(100, self.schedule_steps // 10) if warmup is None else warmup
         return make_scheduler(self.optimizer, schedule, warmup_steps=warmup,
-                              max_steps=self.max_steps, min_lr_ratio=self.config.min_lr_ratio)
+                              max_steps=self.schedule_steps, min_lr_ratio=self.config.min_lr_ratio)
 
-    def take_step(self, elapsed: float) -> None:
+    def take_step(self, clock: Callable[[], float]) -> None:
         """One optimisation step, recorded in the history."""
         lr_now = self.optimizer.param_groups[0]["lr"]
         loss, tokens = _forward_backward(self.model, self.draw, self.loss_fn,
@@ -449,7 +465,7 @@ class _Run:
         h.train_loss.append(loss)
         h.lr.append(lr_now)
         h.tokens.append((h.tokens[-1] if h.tokens else 0) + tokens)
-        h.time.append(elapsed)
+        h.time.append(clock())
 
     def evaluate(self, hooks: Sequence[Callback]) -> str | None:
         """Evaluate both splits, log, call the hooks; return "early_stopping" to stop."""
@@ -469,10 +485,12 @@ class _Run:
     def non_finite_message(self, loss: float) -> str:
         kept = (f"the last good checkpoint is {str(self.last_saved)!r}" if self.last_saved
                 else "no checkpoint was written")
-        return (f"the training loss became {loss} at step {self.step + 1}; training stopped "
-                f"before updating the parameters ({kept}). Lower the learning rate (lr="
-                f"{self.optimizer.param_groups[0]['lr']:.3g}), keep grad_clip on, or check the "
-                "data for targets that are all -100")
+        before = ("the model had already diverged in the earlier updates" if self.step else
+                  "at the very first batch: check the model and the data")
+        return (f"the training loss became {loss} at step {self.step + 1}, and training stopped "
+                f"without updating the parameters with it ({before}; {kept}). Lower the "
+                f"learning rate (lr={self.optimizer.param_groups[0]['lr']:.3g}), keep grad_clip "
+                "on, or check the data for targets that are all -100")
 
     def _path(self, step: int) -> Path:
         return self.config.checkpoint_file(step)
@@ -484,7 +502,7 @@ class _Run:
                 f"was not saved (the last good one, {str(self.last_saved)!r}, is kept)")
         es = self.early_stopping
         state = {"config": self.config.to_dict(), "max_steps": self.max_steps,
-                 "batches_consumed": self.draw.consumed,
+                 "schedule_steps": self.schedule_steps, "batches_consumed": self.draw.consumed,
                  "early_stopping": es.state_dict() if es is not None else None}
         self.last_saved = checkpoints.save(
             self._path(self.step), self.model, self.optimizer, scheduler=self.scheduler,
@@ -493,18 +511,90 @@ class _Run:
 
     def resume(self, path: str | Path) -> None:
         ckpt = checkpoints.load(path)
+        if ckpt.step > self.max_steps:
+            raise ValueError(f"checkpoint {str(path)!r} is at step {ckpt.step}, past "
+                             f"max_steps={self.max_steps}; raise max_steps to continue")
+        state = ckpt.training_state or {}
+        stored = state.get("config") if isinstance(state.get("config"), dict) else {}
+        _check_same_run(path, ckpt.meta, self.meta, stored, self.config.to_dict())
+        horizon = state.get("schedule_steps", self.max_steps)
+        if horizon != self.max_steps and isinstance(self.config.schedule, str):
+            self.schedule_steps, self.scheduler = horizon, None
+            self.scheduler = self._scheduler(self.config.schedule)  # the same curve as before
         ckpt.restore(self.model, self.optimizer, self.scheduler)
+        if horizon < self.max_steps and self.config.schedule == "cosine":
+            warnings.warn(
+                f"max_steps is now {self.max_steps}, but the {self.config.schedule!r} schedule "
+                f"keeps its original {horizon} steps (the learning rate does not jump); "
+                f"steps past {horizon} run at its final rate. Start a new run for a schedule "
+                f"over {self.max_steps} steps", stacklevel=3)
+        if self.own_optimizer:
+            _apply_changes(path, self.optimizer, self.scheduler, stored, self.config)
         if ckpt.rng is not None:
             checkpoints.restore_rng_states(ckpt.rng, self.generator)
         self.step, self.last_saved = ckpt.step, Path(path)
-        if self.step > self.max_steps:
-            raise ValueError(f"checkpoint {str(path)!r} is at step {self.step}, past "
-                             f"max_steps={self.max_steps}; raise max_steps to continue")
         self.history = History.from_dict(ckpt.history) if ckpt.history else History()
-        state = ckpt.training_state or {}
         self.draw.skip(state.get("batches_consumed", 0))
         if self.early_stopping is not None and state.get("early_stopping") is not None:
             self.early_stopping.load_state_dict(state["early_stopping"])
+
+
+_SCHEDULE_FIELDS = ("schedule", "warmup_steps", "min_lr_ratio")  # a resumed run keeps these
+_INEXACT_FIELDS = ("batch_size", "block_size", "grad_accum_steps", "grad_clip", "seed")
+
+
+def _check_same_run(path: Any, old_meta: dict, new_meta: dict, stored: dict, new: dict) -> None:
+    """Refuse to resume on another corpus or schedule; warn when a change makes it inexact."""
+    old_hash, new_hash = old_meta.get("corpus_hash"), new_meta.get("corpus_hash")
+    if old_hash and new_hash and old_hash != new_hash:
+        raise ValueError(
+            f"checkpoint {str(path)!r} was trained on another corpus (hash {old_hash}, this "
+            f"run's is {new_hash}); resume with the same text, or start a new run from its "
+            "weights (checkpoints.load(path).restore(model)) with another checkpoint path")
+    for name in _SCHEDULE_FIELDS:
+        if name in stored and stored[name] != new[name]:
+            raise ValueError(
+                f"checkpoint {str(path)!r} was trained with {name}={stored[name]!r}; resuming "
+                f"with {name}={new[name]!r} would change the learning rate of the steps "
+                f"already planned. Resume with {name}={stored[name]!r}, or start a new run "
+                "from its weights with another checkpoint path")
+    changed = [f"{n}={new[n]!r} (was {stored[n]!r})" for n in _INEXACT_FIELDS
+               if n in stored and stored[n] != new[n]]
+    if changed:
+        warnings.warn(f"resuming {str(path)!r} with {', '.join(changed)}: applied, so the run "
+                      "is no longer an exact continuation of the interrupted one", stacklevel=4)
+
+
+def _apply_changes(path: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
+                   stored: dict, config: TrainConfig) -> None:
+    """A new lr or weight_decay replaces the restored optimizer's (and says so)."""
+    old_lr, old_wd = stored.get("lr", config.lr), stored.get("weight_decay", config.weight_decay)
+    if old_lr != config.lr:
+        ratio = config.lr / old_lr
+        for group in optimizer.param_groups:
+            group["lr"] *= ratio
+            if "initial_lr" in group:
+                group["initial_lr"] *= ratio
+        if scheduler is not None and hasattr(scheduler, "base_lrs"):
+            scheduler.base_lrs = [lr * ratio for lr in scheduler.base_lrs]
+    if old_wd != config.weight_decay:
+        for group in optimizer.param_groups:
+            if group.get("weight_decay"):
+                group["weight_decay"] = config.weight_decay
+    if (old_lr, old_wd) != (config.lr, config.weight_decay):
+        warnings.warn(f"resuming {str(path)!r} with lr={config.lr:g}, weight_decay="
+                      f"{config.weight_decay:g} (the checkpoint's run used {old_lr:g}, "
+                      f"{old_wd:g}): the new values apply from the next step on", stacklevel=4)
+
+
+def _checkpoint_bytes(model: nn.Module, optimizer: torch.optim.Optimizer,
+                      early_stopping: EarlyStopping | None) -> int:
+    """About how large a checkpoint of this run will be: weights, optimizer moments, margin."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    moments = 2 if "adam" in type(optimizer).__name__.lower() else 1
+    kept = weights if early_stopping is not None and early_stopping.restore_best else 0
+    return weights + moments * trainable + kept + 2**16
 
 
 def _update(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

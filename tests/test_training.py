@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import signal
+import subprocess
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -137,7 +139,9 @@ class _BreakAt(Callback):
 
 def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     path = tmp_path / "run.pt"
-    with pytest.raises(FloatingPointError, match=r"loss became nan at step 4.*run\.pt"):
+    with pytest.raises(FloatingPointError, match=r"loss became nan at step 4.*without updating "
+                                                 r"the parameters with it \(the model had already "
+                                                 r"diverged.*run\.pt"):
         train(_model(), TRAIN, VAL, max_steps=10, eval_every=5, checkpoint_path=path,
               checkpoint_every=2, callbacks=[_BreakAt(3)], **FAST)
     ckpt = checkpoints.load(path)
@@ -172,6 +176,10 @@ def test_time_limit_and_scheduler_object():
         ({"max_steps": 5, "checkpoint_every": 2}, ValueError, "checkpoint_every needs"),
         ({"max_steps": 5, "schedule": "linear"}, ValueError, "unknown schedule 'linear'"),
         ({"max_steps": 5, "schedule": object()}, ValueError, "schedule must be a name"),
+        ({"max_steps": 5, "lr": 1e30}, ValueError, r"lr must be at most 10\.0, got 1e\+30"),
+        ({"max_steps": 5, "lr": math.inf}, ValueError, "lr must be a finite number, got inf"),
+        ({"max_steps": 5, "seed": 2**64}, ValueError, r"seed must be below 2\*\*64"),
+        ({"max_steps": 5, "seed": -1}, ValueError, "seed must be a non-negative int"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -336,3 +344,137 @@ def test_to_device_rebuilds_containers_and_dataclasses():
     assert moved["pair"][0].device.type == "meta" and isinstance(moved["pair"], tuple)
     assert moved["pair"][1][0].device.type == "meta" and moved["pair"][1][1] == "text"
     assert moved["n"] == 3 and batch["qa"].ids.device.type == "cpu"
+
+
+# ----------------------------------------------------------------------------- nothing lost
+
+
+class _SignalAt(Callback):
+    def __init__(self, step: int, sig: int) -> None:
+        self.step, self.sig = step, sig
+
+    def on_step(self, history, model):
+        if history.steps[-1] == self.step:
+            signal.raise_signal(self.sig)
+
+
+def test_sigterm_saves_a_resumable_checkpoint_like_ctrl_c(tmp_path):
+    def killed(signum, frame):  # what SIGTERM would do if train did not handle it
+        raise RuntimeError("killed by SIGTERM without a checkpoint")
+
+    before = signal.signal(signal.SIGTERM, killed)
+    try:
+        opts = {"max_steps": 10, "eval_every": 5, "lr": 1e-2, "seed": 3, **FAST}
+        full = train(_model(), TRAIN, VAL, **opts)
+        path = tmp_path / "run.pt"
+        first = train(_model(), TRAIN, VAL, checkpoint_path=path,
+                      callbacks=[_SignalAt(4, signal.SIGTERM)], **opts)
+        assert first.stop_reason == "terminated" and checkpoints.load(path).step == 4
+        assert signal.getsignal(signal.SIGTERM) is killed  # put back
+        resumed = train(_model(seed=5), TRAIN, VAL, resume_from=path, **opts)
+        assert resumed.train_loss == full.train_loss
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_a_second_run_on_the_same_checkpoint_refuses_naming_the_other_process(tmp_path):
+    path = tmp_path / "run.pt"
+    other = subprocess.Popen(["sleep", "60"])
+    lock = tmp_path / ".run.pt.lock"
+    try:
+        lock.write_text(f"{other.pid}\n")  # as a running `train` holds it
+        with pytest.raises(FileExistsError, match=rf"in use by another training run \(process {other.pid}"):
+            train(_model(), TRAIN, VAL, max_steps=2, checkpoint_path=path, **FAST)
+        assert not path.exists() and lock.read_text() == f"{other.pid}\n"
+    finally:
+        other.kill()
+        other.wait()
+    train(_model(), TRAIN, VAL, max_steps=2, checkpoint_path=path, **FAST)  # a dead one's lock
+    assert checkpoints.load(path).step == 2 and not lock.exists()
+
+
+def test_free_space_is_checked_before_training(tmp_path, monkeypatch):
+    import shutil
+
+    from slmbook import _files
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(_files.shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    steps = []
+    with pytest.raises(OSError, match=r"not enough free space for checkpoint '.*c\.pt': it needs "
+                                      r"about [\d,]+ bytes, 1,000 are free .*[\d,]+ bytes missing"):
+        train(_model(), TRAIN, VAL, max_steps=3, checkpoint_path=tmp_path / "c.pt",
+              callbacks=[lambda h, m: steps.append(h)], **FAST)
+    assert steps == [] and not (tmp_path / "c.pt").exists()
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused_before_training(tmp_path):
+    corpus = tmp_path / "my.txt"
+    corpus.write_text(TEXT)
+    with pytest.raises(FileExistsError, match=r"my\.txt' exists and is not an slmbook checkpoint"):
+        train(_model(), TRAIN, VAL, max_steps=2, checkpoint_path=corpus, **FAST)
+    assert corpus.read_text() == TEXT
+
+
+def test_two_identical_cpu_runs_give_bit_identical_weights():
+    runs = []
+    for _ in range(2):
+        model = _model(dropout=0.1)  # seeds torch, which dropout draws from
+        train(model, TRAIN, VAL, max_steps=8, eval_every=4, lr=1e-2, seed=11, **FAST)
+        runs.append(model)
+    a, b = runs
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+
+
+# ----------------------------------------------------------------------------- resume decisions
+
+
+def _first_run(tmp_path, **kw):
+    opts = {"max_steps": 6, "eval_every": 6, "lr": 1e-2, "seed": 2, **FAST} | kw
+    path = tmp_path / "c.pt"
+    train(_model(), TRAIN, VAL, checkpoint_path=path, **opts)
+    return path, opts
+
+
+def test_resume_refuses_another_corpus_or_schedule(tmp_path):
+    path, opts = _first_run(tmp_path, meta={"corpus_hash": "aaa"})
+    with pytest.raises(ValueError, match=r"another corpus \(hash aaa, this run's is bbb\)"):
+        train(_model(), TRAIN, VAL, resume_from=path, **{**opts, "max_steps": 8,
+                                                          "meta": {"corpus_hash": "bbb"}})
+    with pytest.raises(ValueError, match=r"schedule='cosine'; resuming with schedule='constant'"):
+        train(_model(), TRAIN, VAL, resume_from=path, **{**opts, "max_steps": 8,
+                                                          "schedule": "constant"})
+    with pytest.raises(ValueError, match=r"min_lr_ratio=0\.1; resuming with min_lr_ratio=0\.5"):
+        train(_model(), TRAIN, VAL, resume_from=path, **{**opts, "max_steps": 8,
+                                                          "min_lr_ratio": 0.5})
+
+
+def test_resume_applies_a_new_learning_rate_and_says_so(tmp_path):
+    path, opts = _first_run(tmp_path, schedule="constant", warmup_steps=0)
+    with pytest.warns(UserWarning, match=r"lr=0\.002, weight_decay=0\.1 \(the checkpoint's run used 0\.01"):
+        h = train(_model(), TRAIN, VAL, resume_from=path, **{**opts, "max_steps": 9, "lr": 2e-3})
+    assert h.lr[:6] == [1e-2] * 6
+    torch.testing.assert_close(torch.tensor(h.lr[6:]), torch.tensor([2e-3] * 3))
+    with pytest.warns(UserWarning, match=r"batch_size=4 \(was 8\).*no longer an exact"):
+        train(_model(), TRAIN, VAL, resume_from=path, **{**opts, "max_steps": 7, "batch_size": 4})
+
+
+def test_extending_a_cosine_run_does_not_make_the_learning_rate_jump(tmp_path):
+    path, opts = _first_run(tmp_path, warmup_steps=0)
+    with pytest.warns(UserWarning, match="keeps its original 6 steps"):
+        h = train(_model(), TRAIN, VAL, resume_from=path, **{**opts, "max_steps": 12})
+    final = 1e-2 * 0.1  # lr * min_lr_ratio, where the 6-step cosine ends
+    assert h.lr[5] > final and max(h.lr[6:]) <= final * (1 + 1e-6)
+
+
+def test_time_limit_counts_only_this_run(tmp_path):
+    slow = Callback()
+    slow.on_step = lambda history, model: time.sleep(0.3)
+    opts = {"max_steps": 3, "eval_every": 3, "lr": 1e-2, "seed": 2, "schedule": "constant", **FAST}
+    first = train(_model(), TRAIN, VAL, resume_from=None, callbacks=[slow],
+                  **{**opts, "checkpoint_path": tmp_path / "slow.pt"})
+    assert first.time[-1] >= 0.6  # two sleeps before the last step's time
+    h = train(_model(), TRAIN, VAL, resume_from=tmp_path / "slow.pt", time_limit=0.5,
+              **{**opts, "max_steps": 6, "checkpoint_path": tmp_path / "slow.pt"})
+    assert h.stop_reason == "max_steps" and len(h.steps) == 6
