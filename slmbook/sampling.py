@@ -85,6 +85,17 @@ def _context(idx: torch.Tensor) -> torch.Tensor:
     return idx
 
 
+def _check_vocabularies(model: nn.Module, tokenizer: Any) -> None:
+    """A clear error, before any sampling, if the tokenizer is not the model's."""
+    model_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    tok_vocab = getattr(tokenizer, "vocab_size", None)
+    if isinstance(model_vocab, int) and isinstance(tok_vocab, int) and model_vocab != tok_vocab:
+        raise ValueError(
+            f"the tokenizer has {tok_vocab} tokens but the model predicts {model_vocab}: they "
+            "were not trained together; use the tokenizer saved with the model's checkpoint"
+        )
+
+
 def next_token_probs(
     model: nn.Module,
     idx: torch.Tensor,
@@ -200,6 +211,7 @@ def generate(
 
     See chapter 3, "The forward pass" (book/03_forward.ipynb).
     """
+    _check_vocabularies(model, tokenizer)
     ids = tokenizer.encode(prompt)
     if len(ids) == 0:
         raise ValueError("prompt encodes to no tokens; give at least one character to continue")

@@ -7,7 +7,7 @@ so that the static HTML page still shows something meaningful.
 
 from __future__ import annotations
 
-from slmbook._checks import positive_int
+from slmbook._checks import model_device, positive_int
 
 
 def lr_explorer(
@@ -90,7 +90,7 @@ def temperature_explorer(
     ids = tokenizer.encode(prompt)
     if not ids:
         raise ValueError("prompt encodes to no tokens; give at least one character")
-    idx = torch.tensor([ids], dtype=torch.long, device=next(model.parameters()).device)
+    idx = torch.tensor([ids], dtype=torch.long, device=model_device(model))
     labels = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
 
     def show(temperature: float) -> None:

@@ -201,3 +201,11 @@ def test_next_token_plot_and_temperature_widget(setup):
     with pytest.raises(ValueError, match=r"default=0.3 is not one of temperatures"):
         temperature_explorer(model, tok, "hel", default=0.3)
     plt.close("all")
+
+
+def test_tokenizer_that_does_not_match_the_model_is_refused_before_sampling(setup):
+    model, _ = setup
+    other = CharTokenizer.fit("only a few letters")
+    assert other.vocab_size != model.config.vocab_size
+    with pytest.raises(ValueError, match=rf"the tokenizer has {other.vocab_size} tokens but the model predicts"):
+        generate(model, other, "a", 3)
