@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 
@@ -133,3 +134,138 @@ def test_python_m_slmbook_end_to_end_in_a_subprocess(corpus, tmp_path):
          "the", "--max-new-tokens", "8"], capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("the")
+
+
+# ----------------------------------------------------------------------------- nothing lost
+
+
+def _train(corpus, out, *extra):
+    return main(["train", "--corpus", str(corpus), "--steps", "3", "--eval-every", "3",
+                 "--sample-length", "0", "--out", str(out), *TINY, *extra])
+
+
+def test_out_never_overwrites_the_corpus_or_another_file(corpus, capsys):
+    before = corpus.read_text(encoding="utf-8")
+    assert _train(corpus, corpus) == 2
+    err = capsys.readouterr().err
+    assert "tiny.txt' exists and is not an slmbook checkpoint" in err and "Traceback" not in err
+    assert corpus.read_text(encoding="utf-8") == before
+    assert _train(corpus, corpus, "--force") == 2  # --force is for checkpoints only
+    assert corpus.read_text(encoding="utf-8") == before
+
+
+def test_out_overwrites_a_checkpoint_only_when_resuming_it_or_forced(corpus, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    assert _train(corpus, out) == 0
+    first = out.read_bytes()
+    capsys.readouterr()
+    assert _train(corpus, out) == 2
+    assert "already holds a checkpoint; continue it with --resume" in capsys.readouterr().err
+    assert out.read_bytes() == first
+    assert _train(corpus, out, "--force") == 0 and out.read_bytes() != first
+    assert main(["train", "--resume", str(out), "--steps", "5", *TINY]) == 0
+    assert checkpoints.load(out).step == 5
+
+
+def test_step_pattern_prints_a_resume_path_that_exists(corpus, tmp_path, capsys):
+    pattern = tmp_path / "runs" / "r-{step}.pt"
+    assert _train(corpus, pattern, "--checkpoint-every", "2") == 0
+    printed = capsys.readouterr().out
+    assert f"checkpoint: {tmp_path / 'runs' / 'r-3.pt'}" in printed
+    assert checkpoints.load(tmp_path / "runs" / "r-3.pt").step == 3
+
+
+def test_sigterm_saves_and_exits_143(corpus, tmp_path, monkeypatch, capsys):
+    from slmbook import cli
+
+    monkeypatch.setattr(cli, "_report", lambda h, m: signal.raise_signal(signal.SIGTERM))
+    out = tmp_path / "model.pt"
+    assert main(["train", "--corpus", str(corpus), "--steps", "8", "--eval-every", "2",
+                 "--sample-length", "0", "--out", str(out), *TINY]) == 143
+    err = capsys.readouterr().err
+    assert f"terminated: resume with --resume {out}" in err and "Traceback" not in err
+    assert checkpoints.load(out).step == 2
+
+
+def test_second_ctrl_c_during_the_save_exits_130_without_traceback(corpus, tmp_path, monkeypatch,
+                                                                   capsys):
+    import torch
+
+    out = tmp_path / "model.pt"
+    assert _train(corpus, out) == 0
+    before = out.read_bytes()
+    real_save = torch.save
+
+    def interrupted_twice(obj, f):
+        real_save(obj, f)
+        signal.raise_signal(signal.SIGINT)  # the first stops at the end of the step
+        signal.raise_signal(signal.SIGINT)  # the second, during the save, stops at once
+
+    monkeypatch.setattr(torch, "save", interrupted_twice)
+    assert _train(corpus, out, "--force") == 130
+    err = capsys.readouterr().err
+    assert "interrupted again: stopped at once" in err and "Traceback" not in err
+    assert out.read_bytes() == before  # the old checkpoint is intact, no temp file left
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "tiny.txt") == ["model.pt"]
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--lr", "inf"], "--lr: lr must be a finite number, got inf"),
+        (["--lr", "1e30"], "--lr: lr must be at most 10.0, got 1e+30"),
+        (["--seed", str(2**64)], "--seed: seed must be below 2**64"),
+        (["--sample-length", "-5"], "expected an integer >= 0 (0 for none), got -5"),
+    ],
+)
+def test_bad_train_values_exit_2_before_training(corpus, tmp_path, extra, match, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _train(corpus, tmp_path / "model.pt", *extra)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_directories_where_files_are_expected(corpus, tmp_path, capsys):
+    for argv in (["generate", "--checkpoint", str(tmp_path)], ["train", "--resume", str(tmp_path)]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert "is a directory; give the checkpoint file in it" in capsys.readouterr().err
+    assert main(["train", "--corpus", str(tmp_path), *TINY]) == 2
+    assert "--corpus: " in (err := capsys.readouterr().err) and "is a directory" in err
+    assert _train(corpus, tmp_path) == 2
+    assert "is a directory; give a file name" in capsys.readouterr().err
+
+
+def test_default_prompt_missing_from_the_vocabulary(tmp_path, capsys):
+    flat = tmp_path / "flat.txt"
+    flat.write_text("the cat sat on the mat. " * 40, encoding="utf-8")  # no newline anywhere
+    out = tmp_path / "flat.pt"
+    assert _train(flat, out) == 0
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(out), "--max-new-tokens", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "the default prompt, a newline, is not in this model's vocabulary" in err
+    assert "--prompt" in err and "Traceback" not in err
+    assert main(["generate", "--checkpoint", str(out), "--prompt", "é"]) == 2
+    assert "--prompt: character 'é'" in capsys.readouterr().err
+
+
+def test_resume_keeps_stored_options_and_refuses_another_corpus(corpus, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    assert _train(corpus, out, "--lr", "2e-3", "--schedule", "constant", "--warmup-steps", "0") == 0
+    assert main(["train", "--resume", str(out), "--steps", "5", "--lr", "1e-3"]) == 0
+    captured = capsys.readouterr()
+    assert "note: resuming" in captured.err and "lr=0.001" in captured.err
+    ckpt = checkpoints.load(out)
+    assert ckpt.step == 5 and ckpt.history["lr"][-1] == pytest.approx(1e-3)
+    assert ckpt.config["n_embd"] == 16  # the stored model, not the default --n-embd
+    other = tmp_path / "other.txt"
+    other.write_text("a different text, a different hash.\n" * 30, encoding="utf-8")
+    assert main(["train", "--resume", str(out), "--steps", "7", "--corpus", str(other)]) == 2
+    assert "another corpus" in capsys.readouterr().err
