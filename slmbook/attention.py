@@ -18,16 +18,13 @@ Taught in chapter 3, "The forward pass" (book/03_forward.ipynb).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from slmbook.inference import forward_with_hooks
-
-if TYPE_CHECKING:
-    from slmbook.model import GPTConfig
 
 __all__ = [
     "ATTENTION_IMPLS",
@@ -90,6 +87,20 @@ def causal_attention_fused(
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
 
 
+class AttentionConfig(Protocol):
+    """The fields of :class:`slmbook.model.GPTConfig` that attention reads.
+
+    A protocol rather than ``GPTConfig`` itself, so that this module does not
+    depend on :mod:`slmbook.model` (which builds its blocks from this one).
+    """
+
+    n_embd: int
+    n_head: int
+    dropout: float
+    bias: bool
+    attention: str
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with GPT-2's parameter names.
 
@@ -101,7 +112,7 @@ class CausalSelfAttention(nn.Module):
     See chapter 3, "The forward pass" (book/03_forward.ipynb).
     """
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: AttentionConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
