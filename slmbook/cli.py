@@ -209,9 +209,18 @@ def _train_config(args: argparse.Namespace, stored: dict[str, Any] | None) -> An
 
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     values = {name: getattr(args, name) for name in names}
-    if stored:
+    if stored is not None:
+        if not isinstance(stored, dict):
+            raise ValueError(f"--resume: {args.resume!r} holds a malformed training "
+                             f"configuration (a {type(stored).__name__}, not a dict)")
         values = {**values, **{k: v for k, v in stored.items()
                                if k in values and k not in args.given}}
+        try:
+            TrainConfig(**{**values, "max_steps": values["max_steps"] or 1, "epochs": None})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"--resume: {args.resume!r} holds a malformed training "
+                             f"configuration ({err}); give the options again, or start a new "
+                             "run") from None
     for one, other in (("epochs", "max_steps"), ("max_steps", "epochs")):
         if one in args.given and other not in args.given:
             values[other] = None  # --epochs alone replaces the default (or stored) --steps

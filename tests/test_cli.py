@@ -269,3 +269,17 @@ def test_resume_keeps_stored_options_and_refuses_another_corpus(corpus, tmp_path
     other.write_text("a different text, a different hash.\n" * 30, encoding="utf-8")
     assert main(["train", "--resume", str(out), "--steps", "7", "--corpus", str(other)]) == 2
     assert "another corpus" in capsys.readouterr().err
+
+
+def test_resume_with_a_malformed_stored_training_config(corpus, tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "model.pt"
+    assert _train(corpus, out) == 0
+    payload = torch.load(out, weights_only=True)
+    payload["training_state"]["config"]["lr"] = "fast"
+    torch.save(payload, out)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a malformed training configuration (lr must be a finite number" in err
