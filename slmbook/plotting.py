@@ -157,26 +157,21 @@ def animate_learning_rates(
 # --- chapter 5: a scalar computation graph with its gradients --------------------------
 
 
-def plot_scalar_graph(root, *, ax: plt.Axes | None = None, grads: bool = True) -> plt.Axes:
-    """Draw the computation graph of a :class:`slmbook.autograd.Value`, inputs on the left.
+def _graph_layout(root) -> tuple[list, dict[int, tuple[float, float]], int]:
+    """Nodes (inputs first), each node's (x, y) by ``id``, and the number of columns.
 
-    Each value is a box with its label, ``data`` and (if ``grads``) ``grad``;
-    each operation is a circle between its inputs and its result. Columns are
-    the longest distance from an input, so every arrow points to the right.
-
-    See chapter 5, "The backward pass" (book/05_backward.ipynb).
+    A node's column is its longest distance from an input (an input sits just
+    left of its first user); within a column, nodes follow their users' heights.
     """
-    from matplotlib.patches import Circle, FancyBboxPatch
-
     order = root.topological_order()  # inputs first
     users: dict[int, list] = {id(node): [] for node in order}
     for node in order:
         for parent in node.parents:
             users[id(parent)].append(node)
     depth: dict[int, int] = {}
-    for node in order:  # an operation's column: its longest distance from an input
+    for node in order:
         depth[id(node)] = 1 + max((depth[id(p)] for p in node.parents), default=-1)
-    for node in reversed(order):  # an input sits just left of its first user
+    for node in reversed(order):
         if not node.parents and users[id(node)]:
             depth[id(node)] = min(depth[id(u)] for u in users[id(node)]) - 1
     columns: dict[int, list] = {}
@@ -194,32 +189,53 @@ def plot_scalar_graph(root, *, ax: plt.Axes | None = None, grads: bool = True) -
         centre = sum(target) / len(target)
         for k, node in enumerate(nodes):
             pos[id(node)] = (3.0 * d, centre + (len(nodes) - 1) / 2 - k)
-    n_cols = max(columns) + 1
+    return order, pos, max(columns) + 1
+
+
+_BOX_W, _BOX_H = 1.7, 0.72
+
+
+def _draw_value(ax: plt.Axes, node, pos: dict, grads: bool) -> None:
+    """One value's box and, for a computed value, its operation's circle and arrows."""
+    from matplotlib.patches import Circle, FancyBboxPatch
+
+    x, y = pos[id(node)]
+    text = f"{node.label or '·'}\ndata = {node.data:.4g}"
+    if grads:
+        text += f"\ngrad = {node.grad:.4g}"
+    color = "#dbe9f6" if not node.parents else "#fdebd0"
+    ax.add_patch(FancyBboxPatch((x - _BOX_W / 2, y - _BOX_H / 2), _BOX_W, _BOX_H,
+                                boxstyle="round,pad=0.05", facecolor=color,
+                                edgecolor="black", linewidth=0.8))
+    ax.text(x, y, text, ha="center", va="center", fontsize=8, fontfamily="monospace")
+    if not node.parents:
+        return
+    ox, oy = x - 1.4, y  # the operation's circle, left of its result
+    ax.add_patch(Circle((ox, oy), 0.28, facecolor="white", edgecolor="black", linewidth=0.8))
+    ax.text(ox, oy, {"*": "×"}.get(node.op, node.op), ha="center", va="center", fontsize=9)
+    ax.annotate("", xy=(x - _BOX_W / 2 - 0.05, y), xytext=(ox + 0.28, oy),
+                arrowprops={"arrowstyle": "->", "linewidth": 0.8})
+    for parent in node.parents:
+        px, py = pos[id(parent)]
+        ax.annotate("", xy=(ox - 0.28, oy), xytext=(px + _BOX_W / 2 + 0.05, py),
+                    arrowprops={"arrowstyle": "->", "linewidth": 0.8, "color": "0.35",
+                                "shrinkB": 2})
+
+
+def plot_scalar_graph(root, *, ax: plt.Axes | None = None, grads: bool = True) -> plt.Axes:
+    """Draw the computation graph of a :class:`slmbook.autograd.Value`, inputs on the left.
+
+    Each value is a box with its label, ``data`` and (if ``grads``) ``grad``;
+    each operation is a circle between its inputs and its result. Columns are
+    the longest distance from an input, so every arrow points to the right.
+
+    See chapter 5, "The backward pass" (book/05_backward.ipynb).
+    """
+    order, pos, n_cols = _graph_layout(root)
     ys = [p[1] for p in pos.values()]
     ax = _axes(ax, figsize=(2.4 * n_cols + 1, 1.1 * (max(ys) - min(ys)) + 2.2))
-    box_w, box_h = 1.7, 0.72
     for node in order:
-        x, y = pos[id(node)]
-        text = f"{node.label or '·'}\ndata = {node.data:.4g}"
-        if grads:
-            text += f"\ngrad = {node.grad:.4g}"
-        color = "#dbe9f6" if not node.parents else "#fdebd0"
-        ax.add_patch(FancyBboxPatch((x - box_w / 2, y - box_h / 2), box_w, box_h,
-                                    boxstyle="round,pad=0.05", facecolor=color,
-                                    edgecolor="black", linewidth=0.8))
-        ax.text(x, y, text, ha="center", va="center", fontsize=8, fontfamily="monospace")
-        if not node.parents:
-            continue
-        ox, oy = x - 1.4, y  # the operation's circle, left of its result
-        ax.add_patch(Circle((ox, oy), 0.28, facecolor="white", edgecolor="black", linewidth=0.8))
-        ax.text(ox, oy, {"*": "×"}.get(node.op, node.op), ha="center", va="center", fontsize=9)
-        ax.annotate("", xy=(x - box_w / 2 - 0.05, y), xytext=(ox + 0.28, oy),
-                    arrowprops={"arrowstyle": "->", "linewidth": 0.8})
-        for parent in node.parents:
-            px, py = pos[id(parent)]
-            ax.annotate("", xy=(ox - 0.28, oy), xytext=(px + box_w / 2 + 0.05, py),
-                        arrowprops={"arrowstyle": "->", "linewidth": 0.8, "color": "0.35",
-                                    "shrinkB": 2})
+        _draw_value(ax, node, pos, grads)
     ax.set_xlim(-1.2, 3.0 * (n_cols - 1) + 1.2)
     ax.set_ylim(min(ys) - 0.8, max(ys) + 0.8)
     ax.set_aspect("equal")
