@@ -100,10 +100,10 @@ def main() -> None:
     n_report = None if args.n_report == "all" else int(args.n_report)
     config = KNNLMConfig(stride=args.stride, ks=tuple(args.ks),
                          temperatures=tuple(args.temperatures))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     r = knnlm_curve(model, tok, sizes, n_tune=args.n_tune, n_report=n_report, config=config,
                     seed=args.seed, details=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     lm = r.pop("lm_target_log_probs").double()
     positions = r.pop("positions")
     n_train = len(train_val_split(text)[0])
@@ -129,7 +129,8 @@ def main() -> None:
               "config": {**vars(args), "knnlm": {k: v for k, v in vars(config).items()
                                                   if k != "lambdas"},
                          "lambdas": f"{config.lambdas[0]} to {config.lambdas[-1]} by 0.01"},
-              "seconds": seconds, "reported_documents": val_docs,
+              "seconds": seconds, "cpu_seconds": cpu_seconds,
+              "reported_documents": val_docs,
               "split_document": straddle, **r, "overlap_breakdown_full_datastore": breakdown}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "knnlm.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -137,9 +138,10 @@ def main() -> None:
     md = [f"Command: `{env['command']}`  ",
           f"Date (UTC): {env['date_utc']}; torch {env['torch']}, Python {env['python']}, "
           f"{env['threads']} thread (shared machine), CPU: {env['cpu']}; corpus hash "
-          f"{env['corpus_hash']}; {seconds:.0f} s in all.", "",
+          f"{env['corpus_hash']}; {seconds:.0f} s in all ({cpu_seconds:.0f} s of CPU time).", "",
           f"Held-out text: the first half of the validation split ({r['n_report']:,} positions, "
-          f"contexts of {64 - args.stride + 1} to 64 characters), documents "
+          f"contexts of {model.config.block_size - args.stride + 1} to {model.config.block_size} "
+          "characters), documents "
           f"{', '.join(val_docs)}. k, T and λ tuned per size on {r['n_tune']:,} positions of "
           "the second half. Same-document keys excluded.", "",
           "| datastore keys | k | T | λ | bits/char | gain vs LM | ± s.e. | own document allowed |",
