@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import torch
 
+from slmbook._checks import unit_interval
 from slmbook.losses import IGNORE_INDEX, check_logits_targets
 
 __all__ = ["linear_backward", "linear_forward", "softmax_cross_entropy_backward"]
@@ -71,6 +72,7 @@ def softmax_cross_entropy_backward(
         raise ValueError(
             f"reduction must be 'mean' or 'sum' (the gradient of a scalar), got {reduction!r}"
         )
+    label_smoothing = unit_interval("label_smoothing", label_smoothing, closed_right=True)
     check_logits_targets(logits, targets, ignore_index)
     vocab_size = logits.shape[-1]
     scored = targets != ignore_index  # (...)

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from slmbook._checks import model_block_size, model_device, positive_int
+from slmbook._checks import model_block_size, model_device, positive_int, unit_interval
 from slmbook.data import iter_batches
 from slmbook.inference import evaluating
 
@@ -193,8 +193,7 @@ def cross_entropy(
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    label_smoothing = unit_interval("label_smoothing", label_smoothing, closed_right=True)
     check_logits_targets(logits, targets, ignore_index)
 
     logp = log_softmax(logits)  # (..., V)

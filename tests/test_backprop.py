@@ -63,6 +63,11 @@ def test_errors():
         softmax_cross_entropy_backward(logits, torch.full((3,), -100))
     with pytest.raises(ValueError, match=r"target 4 is outside"):
         softmax_cross_entropy_backward(logits, torch.tensor([0, 4, 1]))
+    targets = torch.zeros(3, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\], got 1\.5"):
+        softmax_cross_entropy_backward(logits, targets, label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"label_smoothing must be a finite number, got nan"):
+        softmax_cross_entropy_backward(logits, targets, label_smoothing=float("nan"))
     with pytest.raises(ValueError, match=r"x has 4 features .* weight expects 5"):
         linear_forward(logits, torch.randn(2, 5), None)
     with pytest.raises(ValueError, match=r"grad_out of shape \(3, 3\) does not fit"):

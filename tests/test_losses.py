@@ -131,6 +131,8 @@ def test_error_paths():
         cross_entropy(logits, torch.zeros(2, 3, dtype=torch.long), reduction="avg")
     with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\], got 1.5"):
         cross_entropy(logits, torch.zeros(2, 3, dtype=torch.long), label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"label_smoothing must be a finite number, got nan"):
+        cross_entropy(logits, torch.zeros(2, 3, dtype=torch.long), label_smoothing=float("nan"))
 
 
 def test_perplexity_and_bits():
