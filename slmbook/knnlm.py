@@ -32,6 +32,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -390,7 +391,7 @@ def _sample(n: int, size: int | None, generator: torch.Generator) -> torch.Tenso
     return torch.randperm(n, generator=generator)[:size].sort().values
 
 
-def knnlm_curve(model: nn.Module, tokenizer, sizes: Sequence[int | None] = (2_000, 8_000, 32_000),
+def knnlm_curve(model: nn.Module, tokenizer: Any, sizes: Sequence[int | None] = (2_000, 8_000, 32_000),
                 *, n_tune: int | None = 1_000, n_report: int | None = 2_000,
                 config: KNNLMConfig | None = None, documents: Sequence[str] | None = None,
                 val_fraction: float = 0.1, seed: int = 0, details: bool = False) -> dict:
@@ -401,11 +402,28 @@ def knnlm_curve(model: nn.Module, tokenizer, sizes: Sequence[int | None] = (2_00
     :func:`slmbook.data.train_val_split`. The datastore holds the keys of
     random windows of the training split (nested: each size adds windows to
     the previous ones; ``None`` = every window). The first ``1 -
-    tune_fraction`` of the validation split is reported on (``n_report``
-    random positions of it, ``None`` = all); ``k``, ``T`` and ``λ`` are
+    tune_fraction`` of the validation split is reported on; ``k``, ``T`` and ``λ`` are
     tuned on ``n_tune`` positions of the rest. The default curve (2,000 /
     8,000 / 32,000 keys, 1,000 + 2,000 queries) takes about 10 s on one
     busy CPU thread.
+
+    Parameters
+    ----------
+    model, tokenizer:
+        A :class:`slmbook.model.GPT` and its character-level tokenizer
+        (``encode(str) -> list[int]``), e.g. ``slmbook.checkpoints.pretrained()``.
+    sizes:
+        Datastore sizes in keys (rounded up to whole windows of ``stride``
+        keys), ``None`` for the whole training split.
+    n_tune, n_report:
+        Query positions from each part, as random (seeded) windows of
+        ``stride`` positions (rounded up to whole windows); ``None`` = all.
+    config:
+        The grids and the options (:class:`KNNLMConfig`).
+    documents, val_fraction, seed:
+        The corpus, its split, and the seed of every random choice.
+    details:
+        Also return the per-position log-probabilities (below).
 
     Returns
     -------
@@ -425,6 +443,10 @@ def knnlm_curve(model: nn.Module, tokenizer, sizes: Sequence[int | None] = (2_00
     from slmbook.data import load_documents, train_val_split
 
     config = KNNLMConfig() if config is None else config
+    n_tune = positive_int("n_tune", n_tune, allow_none=True)
+    n_report = positive_int("n_report", n_report, allow_none=True)
+    if isinstance(sizes, str | int) or not sizes:
+        raise ValueError(f"sizes must be a non-empty sequence of ints or None, got {sizes!r}")
     docs = list(load_documents().values()) if documents is None else list(documents)
     text = "\n\n".join(docs)
     ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
@@ -433,31 +455,33 @@ def knnlm_curve(model: nn.Module, tokenizer, sizes: Sequence[int | None] = (2_00
     doc_of = document_ids(docs)
     train_ids, val_ids = train_val_split(ids, val_fraction)
     gen = torch.Generator().manual_seed(seed)
-    # queries: the reported part first, the tuning part after it
-    val = encode(model, val_ids, stride=config.stride, batch_size=config.batch_size)
+    # queries: random windows of the reported part (first) and of the tuning part (after it)
+    block, stride = model.config.block_size, config.stride
+    val_starts = window_starts(len(val_ids), block, stride)
+    first = val_starts + block - stride + 1  # the first kept position of each window
     cut = round(len(val_ids) * (1 - config.tune_fraction))
     parts = {}
-    for name, mask, size in (("report", val.positions < cut, n_report),
-                             ("tune", val.positions >= cut, n_tune)):
-        part = val.select(mask)
-        parts[name] = part.select(_sample(len(part), size, gen))
-        if len(parts[name]) == 0:
+    for name, mask, size in (("report", first < cut, n_report), ("tune", first >= cut, n_tune)):
+        if not mask.any():
             raise ValueError(f"the {name} part of the validation split is empty; change "
                              "tune_fraction or use more text")
+        chosen = _sample(int(mask.sum()), None if size is None else -(-size // stride), gen)
+        parts[name] = encode(model, val_ids, stride=stride, starts=val_starts[mask][chosen],
+                             batch_size=config.batch_size)
     q_docs = {n: doc_of[len(train_ids) + p.positions] for n, p in parts.items()}
     # datastore: nested random windows of the training split
-    starts = window_starts(len(train_ids), model.config.block_size, config.stride)
+    starts = window_starts(len(train_ids), block, stride)
     order = starts[torch.randperm(len(starts), generator=gen)]
-    wanted = [len(starts) if s is None else min(len(starts), -(-positive_int("sizes", s)
-                                                              // config.stride)) for s in sizes]
-    store = encode(model, train_ids, stride=config.stride, starts=order[:max(wanted)],
+    wanted = [len(starts) if s is None else min(len(starts), -(-positive_int("sizes", s) // stride))
+              for s in sizes]
+    store = encode(model, train_ids, stride=stride, starts=order[:max(wanted)],
                    batch_size=config.batch_size)
     key_docs = doc_of[store.positions]
     report = parts["report"]
     points = []
     for n_windows in wanted:
         clock = time.perf_counter()
-        n_keys = n_windows * config.stride
+        n_keys = n_windows * stride
         keys, values, kd = store.hidden[:n_keys], store.targets[:n_keys], key_docs[:n_keys]
         k = min(max(config.ks), n_keys)
         found = {}
@@ -473,7 +497,7 @@ def knnlm_curve(model: nn.Module, tokenizer, sizes: Sequence[int | None] = (2_00
         bits = bits_per_char(mixed, report.targets)
         # the same, with the query's own document allowed (only its queries can change)
         same = torch.isin(q_docs["report"], kd)
-        if same.any():
+        if config.exclude_same_document and same.any():
             d2, i2 = knn_search(report.hidden[same], keys, best["k"], chunk_size=config.chunk_size)
             d, v = d.clone(), v.clone()
             d[same], v[same] = d2, values[i2]
@@ -489,6 +513,6 @@ def knnlm_curve(model: nn.Module, tokenizer, sizes: Sequence[int | None] = (2_00
              "lm_target_log_probs": target_log_probs(report.log_probs, report.targets)}
     return {**(extra if details else {}), "lm_bits": bits_per_char(report.log_probs, report.targets),
             "lm_tune_bits": bits_per_char(parts["tune"].log_probs, parts["tune"].targets),
-            "n_report": len(report), "n_tune": len(parts["tune"]), "stride": config.stride,
+            "n_report": len(report), "n_tune": len(parts["tune"]), "stride": stride,
             "exclude_same_document": config.exclude_same_document, "seed": seed,
             "points": points}

@@ -212,7 +212,8 @@ def test_knnlm_curve_on_a_tiny_corpus():
     config = KNNLMConfig(stride=4, ks=(4, 8), temperatures=(1.0, 4.0))
     r = knnlm_curve(model, tok, (100, None), n_tune=40, n_report=50, config=config,
                     documents=docs, val_fraction=0.3, details=True)
-    assert r["n_report"] == 50 and r["n_tune"] == 40
+    assert r["n_report"] == 52 and r["n_tune"] == 40  # whole windows of 4 positions
+    assert (r["positions"] < round(602 * 0.5)).all()  # the first half of the 602 held out
     assert r["points"][0]["size"] == 100
     n_train = len(train_val_split("\n\n".join(docs), 0.3)[0])
     assert r["points"][1]["size"] == len(window_starts(n_train, T, 4)) * 4  # every window
@@ -222,6 +223,17 @@ def test_knnlm_curve_on_a_tiny_corpus():
         assert p["bits"] == pytest.approx(-float(p["target_log_probs"].mean()) / math.log(2), rel=1e-5)
     assert r["lm_bits"] == pytest.approx(-float(r["lm_target_log_probs"].mean()) / math.log(2),
                                    rel=1e-5)
+    open_config = KNNLMConfig(stride=4, ks=(4, 8), temperatures=(1.0, 4.0),
+                              exclude_same_document=False)
+    r2 = knnlm_curve(model, tok, (100, None), n_tune=40, n_report=50, config=open_config,
+                     documents=docs, val_fraction=0.3)
+    assert r2["lm_bits"] == r["lm_bits"]  # the same seeded positions
+    for q in r2["points"]:
+        assert q["bits"] == q["bits_same_document"]
+    with pytest.raises(ValueError, match="sizes must be a non-empty sequence"):
+        knnlm_curve(model, tok, 100, documents=docs)
+    with pytest.raises(ValueError, match="n_report must be a positive int"):
+        knnlm_curve(model, tok, (100,), n_report=0, documents=docs)
     with pytest.raises(ValueError, match="character-level tokenizer"):
         knnlm_curve(model, type("Pairs", (), {"encode": lambda s, t: [0] * (len(t) // 2)})(),
                     (10,), documents=docs)
@@ -258,3 +270,17 @@ def test_argument_checks():
         KNNLMConfig(ks=())
     assert isinstance(Encoded(torch.zeros(0, 2), torch.zeros(0, 3), torch.zeros(0),
                               torch.zeros(0)), Encoded)
+
+
+@pytest.mark.slow
+def test_the_notebook_curve_on_the_shipped_model():
+    from slmbook.checkpoints import pretrained
+
+    model, tok = pretrained()
+    r = knnlm_curve(model, tok, (2_000, 8_000))
+    assert 1.5 < r["lm_bits"] < 2.2 and 1.5 < r["lm_tune_bits"] < 2.2
+    assert [p["size"] for p in r["points"]] == [2_016, 8_000]
+    for p in r["points"]:
+        assert p["tune_bits"] <= r["lm_tune_bits"] + 1e-9
+        assert abs(p["bits"] - r["lm_bits"]) < 0.1  # a small datastore changes little
+        assert p["seconds"] < 30
