@@ -143,6 +143,46 @@ def numerical_gradient(
     return grads
 
 
+def _analytic_gradients(f, inputs: Sequence[torch.Tensor], analytical) -> list[torch.Tensor]:
+    """The gradient to check: ``analytical(*inputs)``, or autograd's of ``f`` at ``inputs``."""
+    if analytical is None:
+        no_grad = [i for i, x in enumerate(inputs) if not x.requires_grad]
+        if no_grad:
+            raise ValueError(
+                f"inputs {no_grad} do not require grad; call .requires_grad_() on them or pass "
+                "analytical= to check a hand-written gradient"
+            )
+        out = f(*inputs)
+        if not isinstance(out, torch.Tensor) or out.numel() != 1:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"f must return a scalar tensor, got {shape}; reduce it, e.g. .sum()")
+        grads = torch.autograd.grad(out, list(inputs), allow_unused=True)
+        return [
+            torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads, strict=True)
+        ]
+    grads = list(analytical(*inputs))
+    for i, (x, g) in enumerate(zip(inputs, grads, strict=True)):
+        if g.shape != x.shape:
+            raise ValueError(
+                f"analytical gradient {i} has shape {tuple(g.shape)}, but input {i} has "
+                f"shape {tuple(x.shape)}; return one gradient per input, of its shape"
+            )
+    return grads
+
+
+def _sample_indices(
+    inputs: Sequence[torch.Tensor], n_coords: int | None, generator: torch.Generator | None
+) -> list[torch.Tensor]:
+    """For each input, the flat coordinates to check: all, or ``n_coords`` drawn at random."""
+    indices = []
+    for x in inputs:
+        if n_coords is None or n_coords >= x.numel():
+            indices.append(torch.arange(x.numel()))
+        else:
+            indices.append(torch.randperm(x.numel(), generator=generator)[:n_coords])
+    return indices
+
+
 def gradcheck(
     f: Callable[..., torch.Tensor],
     inputs: Sequence[torch.Tensor],
@@ -184,36 +224,8 @@ def gradcheck(
     """
     _check_inputs(inputs)
     n_coords = positive_int("n_coords", n_coords, allow_none=True)
-    if analytical is None:
-        no_grad = [i for i, x in enumerate(inputs) if not x.requires_grad]
-        if no_grad:
-            raise ValueError(
-                f"inputs {no_grad} do not require grad; call .requires_grad_() on them or pass "
-                "analytical= to check a hand-written gradient"
-            )
-        out = f(*inputs)
-        if not isinstance(out, torch.Tensor) or out.numel() != 1:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"f must return a scalar tensor, got {shape}; reduce it, e.g. .sum()")
-        grads = torch.autograd.grad(out, list(inputs), allow_unused=True)
-        grads = [
-            torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads, strict=True)
-        ]
-    else:
-        grads = list(analytical(*inputs))
-        for i, (x, g) in enumerate(zip(inputs, grads, strict=True)):
-            if g.shape != x.shape:
-                raise ValueError(
-                    f"analytical gradient {i} has shape {tuple(g.shape)}, but input {i} has "
-                    f"shape {tuple(x.shape)}; return one gradient per input, of its shape"
-                )
-
-    indices = []
-    for x in inputs:
-        if n_coords is None or n_coords >= x.numel():
-            indices.append(torch.arange(x.numel()))
-        else:
-            indices.append(torch.randperm(x.numel(), generator=generator)[:n_coords])
+    grads = _analytic_gradients(f, inputs, analytical)
+    indices = _sample_indices(inputs, n_coords, generator)
     numerical = numerical_gradient(f, inputs, eps=eps, indices=indices)
     analytic = [g.detach().reshape(-1)[idx].double() for g, idx in zip(grads, indices, strict=True)]
 
