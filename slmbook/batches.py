@@ -3,7 +3,8 @@
 A batch is any object a loss function understands: ``(X, Y)`` token ids for
 next-token prediction, or for example a dataclass of padded variable-length
 examples with a mask. :func:`to_device` moves every tensor inside one to the
-model's device; :func:`count_tokens` says how many tokens it holds (for
+model's device; :func:`next_token_loss` is the loss of an ``(X, Y)`` batch,
+the default of :func:`slmbook.training.train`; :func:`count_tokens` says how many tokens it holds (for
 ``History.tokens`` and to weigh evaluation batches); :class:`BatchStream`
 draws batches from token ids (random windows), a callable or an iterable.
 
@@ -19,12 +20,49 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from slmbook.data import get_batch, iter_batches
+from slmbook.losses import IGNORE_INDEX
 
-__all__ = ["BatchSource", "BatchStream", "count_tokens", "to_device"]
+__all__ = ["BatchSource", "BatchStream", "count_tokens", "next_token_loss", "to_device"]
 
 BatchSource = torch.Tensor | Callable[[torch.Generator], Any] | Iterable[Any]
+
+
+def next_token_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The default ``loss_fn`` of :func:`train`: cross-entropy of ``model(X)`` against ``Y``.
+
+    Parameters
+    ----------
+    model:
+        Maps ``X: (B, T) int64`` to logits (B, T, V).
+    batch:
+        ``(X, Y)``, both (B, T) int64; targets equal to
+        :data:`slmbook.losses.IGNORE_INDEX` (-100) are not scored.
+
+    Returns
+    -------
+    torch.Tensor
+        () the mean over the scored targets, in nats.
+
+    Examples
+    --------
+    >>> model = nn.Embedding(5, 5)  # (B, T) -> (B, T, 5): logits from the current token only
+    >>> x, y = torch.tensor([[0, 1, 2]]), torch.tensor([[1, 2, -100]])
+    >>> next_token_loss(model, (x, y)).shape
+    torch.Size([])
+
+    See chapter 4, "Computing the loss" (book/04_loss.ipynb).
+    """
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise TypeError(f"next_token_loss needs a batch (X, Y), got a {type(batch).__name__}; "
+                        "pass loss_fn=... to train on other batches")
+    x, y = batch
+    logits = model(x)  # (B, T, V)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
+                           ignore_index=IGNORE_INDEX)
 
 
 def to_device(batch: Any, device: torch.device | str) -> Any:

@@ -26,18 +26,17 @@ import errno
 import importlib.resources
 import numbers
 import os
-import random
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from slmbook import _files
+from slmbook.resuming import capture_rng_states, restore_rng_states
 
 __all__ = [
     "FORMAT",
@@ -52,41 +51,6 @@ __all__ = [
 FORMAT = "slmbook-checkpoint"  # the marker every slmbook checkpoint carries
 FORMAT_VERSION = 1
 _REGENERATE = "python scripts/train_pretrained.py"  # writes slmbook/assets/pretrained.pt
-
-
-def capture_rng_states(generator: torch.Generator | None = None) -> dict[str, Any]:
-    """The states of Python's, NumPy's and torch's generators, as plain data.
-
-    ``generator`` (for example the one that draws training batches) is saved
-    too when given. Everything is a tensor, int or list, so that
-    ``torch.load(weights_only=True)`` can read it back.
-    """
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (global state)
-    states: dict[str, Any] = {
-        "python": [version, list(internal), gauss],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()  # dropout on the GPU
-    if generator is not None:
-        states["generator"] = generator.get_state()
-    return states
-
-
-def restore_rng_states(states: dict[str, Any], generator: torch.Generator | None = None) -> None:
-    """Put back the generator states saved by :func:`capture_rng_states`."""
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        if len(states["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(states["cuda"])
-    if generator is not None and "generator" in states:
-        generator.set_state(states["generator"])
 
 
 def _config_dict(model: nn.Module) -> dict[str, Any] | None:
@@ -150,7 +114,7 @@ def save(
 
     See chapter 7, "Iterating" (book/07_iterate.ipynb).
     """
-    from slmbook import __version__
+    from slmbook._version import __version__
 
     path = Path(path)
     payload = {
@@ -467,14 +431,12 @@ def pretrained(name: str = "lm") -> tuple[nn.Module, Any]:
 
     See chapter 8, "Starting from a pretrained model" (book/08_pretrained.ipynb).
     """
-    if name == "reader":
-        from slmbook.rag import pretrained_reader
-
-        return pretrained_reader()
-    if name != "lm":
+    if name not in ("lm", "reader"):
         raise ValueError(f"name={name!r} is unknown; use 'lm' (chapter 8) or 'reader' (chapter 10)")
-    resource = importlib.resources.files("slmbook") / "assets" / "pretrained.pt"
-    fix = f"regenerate it with `{_REGENERATE}` from the repository root, or reinstall slmbook"
+    file_name, script = (("pretrained.pt", _REGENERATE) if name == "lm" else
+                         ("reader.pt", "python scripts/train_reader.py"))
+    resource = importlib.resources.files("slmbook") / "assets" / file_name
+    fix = f"regenerate it with `{script}` from the repository root, or reinstall slmbook"
     if not resource.is_file():
         raise FileNotFoundError(f"the pretrained checkpoint {resource} is missing; {fix}")
     with importlib.resources.as_file(resource) as file:
@@ -483,6 +445,10 @@ def pretrained(name: str = "lm") -> tuple[nn.Module, Any]:
             model = ckpt.build_model()
         except ValueError as err:
             raise ValueError(f"the pretrained checkpoint is damaged: {err}; {fix}") from None
+    if name == "reader":  # its prompt format lives in its tokenizer (chapter 10)
+        from slmbook.reader import ReaderTokenizer
+
+        return model, ReaderTokenizer()
     if ckpt.tokenizer is None:
         raise ValueError(f"the pretrained checkpoint {resource} has no tokenizer; {fix}")
     return model, ckpt.tokenizer

@@ -22,35 +22,28 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
-import signal
-import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from slmbook import _files, checkpoints
+from slmbook import _files
 from slmbook._checks import (
     finite_float,
-    model_block_size,
-    model_device,
     non_negative_int,
     positive_float,
     positive_int,
     unit_interval,
 )
-from slmbook.batches import BatchSource, BatchStream, count_tokens, to_device
+from slmbook._run import Run
+from slmbook.batches import BatchSource, next_token_loss, to_device
 from slmbook.callbacks import Callback, EarlyStopping, History, as_callback
-from slmbook.inference import evaluating
-from slmbook.losses import IGNORE_INDEX
-from slmbook.schedules import SCHEDULES, make_scheduler
+from slmbook.resuming import stop_signals
+from slmbook.schedules import SCHEDULES
 
 __all__ = ["TrainConfig", "make_optimizer", "next_token_loss", "to_device", "train"]
 
@@ -187,40 +180,6 @@ def make_optimizer(model: nn.Module, *, lr: float = 1e-3, weight_decay: float = 
     return AdamW([g for g in groups if g["params"]], lr=lr, betas=betas)
 
 
-def next_token_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """The default ``loss_fn`` of :func:`train`: cross-entropy of ``model(X)`` against ``Y``.
-
-    Parameters
-    ----------
-    model:
-        Maps ``X: (B, T) int64`` to logits (B, T, V).
-    batch:
-        ``(X, Y)``, both (B, T) int64; targets equal to
-        :data:`slmbook.losses.IGNORE_INDEX` (-100) are not scored.
-
-    Returns
-    -------
-    torch.Tensor
-        () the mean over the scored targets, in nats.
-
-    Examples
-    --------
-    >>> model = nn.Embedding(5, 5)  # (B, T) -> (B, T, 5): logits from the current token only
-    >>> x, y = torch.tensor([[0, 1, 2]]), torch.tensor([[1, 2, -100]])
-    >>> next_token_loss(model, (x, y)).shape
-    torch.Size([])
-
-    See chapter 4, "Computing the loss" (book/04_loss.ipynb).
-    """
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise TypeError(f"next_token_loss needs a batch (X, Y), got a {type(batch).__name__}; "
-                        "pass loss_fn=... to train on other batches")
-    x, y = batch
-    logits = model(x)  # (B, T, V)
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
-                           ignore_index=IGNORE_INDEX)
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -301,8 +260,10 @@ def train(model: nn.Module, train_data: BatchSource, val_data: BatchSource | Non
     See chapter 7, "Iterating" (book/07_iterate.ipynb).
     """
     config = _configure(config, overrides)
-    run = _Run(model, train_data, val_data, config, optimizer, loss_fn or next_token_loss,
-               early_stopping, tokenizer, meta)
+    own = optimizer is None  # config.lr and weight_decay apply to slmbook's own AdamW only
+    optimizer = optimizer or make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
+    run = Run(model, train_data, val_data, config, optimizer, own, loss_fn or next_token_loss,
+              early_stopping, tokenizer, meta)
     hooks = [as_callback(cb) for cb in callbacks]
     from tqdm.auto import tqdm
 
@@ -311,7 +272,7 @@ def train(model: nn.Module, train_data: BatchSource, val_data: BatchSource | Non
             stack.enter_context(_files.locked(Path(str(config.checkpoint_path))))
         if resume_from is not None:
             run.resume(resume_from)
-        signalled = stack.enter_context(_stop_signals())  # also covers the final save
+        signalled = stack.enter_context(stop_signals())  # also covers the final save
         bar = stack.enter_context(tqdm(total=run.max_steps, initial=run.step, desc="training",
                                        disable=not config.progress))
         history, stop = run.history, None
@@ -355,257 +316,3 @@ def _configure(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainCo
     return dataclasses.replace(config, **overrides)
 
 
-def _forward_backward(model: nn.Module, draw: Callable[[], Any], loss_fn: LossFn,
-                      accum: int) -> tuple[float, int]:
-    """Accumulate the gradient of the mean loss over ``accum`` batches; return it and the tokens."""
-    total, tokens = 0.0, 0
-    for _ in range(accum):
-        batch = draw()
-        loss = loss_fn(model, batch)  # ()
-        (loss / accum).backward()
-        total += loss.item() / accum
-        tokens += count_tokens(batch)
-    return total, tokens
-
-
-def _mean_loss(model: nn.Module, batches: Sequence[Any], loss_fn: LossFn) -> float:
-    """The loss over fixed batches, each weighted by its tokens."""
-    total, weight = 0.0, 0
-    with evaluating(model):
-        for batch in batches:
-            n = max(count_tokens(batch), 1)
-            total += float(loss_fn(model, batch)) * n
-            weight += n
-    return total / weight if weight else math.nan
-
-
-_STOPS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
-
-
-@contextlib.contextmanager
-def _stop_signals() -> Iterator[Callable[[], str | None]]:
-    """Turn the first Ctrl-C or SIGTERM into a stop reason read between steps.
-
-    A second signal raises ``KeyboardInterrupt`` at once. The previous
-    handlers are put back on exit.
-    """
-    hits: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: None  # signals only reach the main thread
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        hits.append(signum)
-        if len(hits) > 1:
-            raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, handler) for sig in _STOPS}
-    try:
-        yield lambda: _STOPS[hits[0]] if hits else None
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-class _Run:
-    """The state of one training run: data sources, optimizer, schedule, step, history."""
-
-    def __init__(self, model: nn.Module, train_data: BatchSource, val_data: BatchSource | None,
-                 config: TrainConfig, optimizer: torch.optim.Optimizer | None, loss_fn: LossFn,
-                 early_stopping: EarlyStopping | None, tokenizer: Any, meta: Any) -> None:
-        if early_stopping is not None and val_data is None:
-            raise ValueError("early_stopping needs val_data: it watches the validation loss")
-        self.model, self.config, self.loss_fn, self.early_stopping = (
-            model, config, loss_fn, early_stopping)
-        self.tokenizer, self.meta = tokenizer, dict(meta or {})
-        block_size = positive_int("block_size", config.block_size or model_block_size(model))
-        device = model_device(model)
-        self.generator = torch.Generator().manual_seed(config.seed)
-        self.draw = BatchStream(train_data, "train_data", config.batch_size, block_size, self.generator, device)
-        val = (None if val_data is None else
-               BatchStream(val_data, "val_data", config.batch_size, block_size, self.generator, device))
-        self.max_steps = config.max_steps or max(1, round(
-            config.epochs * self.draw.steps_per_epoch(config.grad_accum_steps)))
-        self.eval_train = self.draw.fixed_batches(config.eval_batches or 20, config.seed + 1)
-        self.eval_val = None if val is None else val.fixed_batches(config.eval_batches,
-                                                                   config.seed + 2)
-        self.own_optimizer = optimizer is None  # config.lr and weight_decay apply to it
-        self.optimizer = optimizer or make_optimizer(model, lr=config.lr,
-                                                     weight_decay=config.weight_decay)
-        self.schedule_steps = self.max_steps  # the horizon of the schedule (kept on resume)
-        self.scheduler = self._scheduler(config.schedule)
-        self.step, self.history, self.last_saved = 0, History(), None
-        if config.checkpoint_path is not None:  # fail now, not after the training
-            checkpoints.check_writable(self._path(0))
-            _files.check_free_space(self._path(0), _checkpoint_bytes(
-                model, self.optimizer, early_stopping))
-
-    def _scheduler(self, schedule: Any) -> Any:
-        if schedule is None or not isinstance(schedule, str):
-            if schedule is not None and schedule.optimizer is not self.optimizer:
-                raise ValueError("schedule must be a name ('cosine', 'constant'), None, or a "
-                                 "scheduler built on the optimizer passed as optimizer=")
-            return schedule
-        warmup = self.config.warmup_steps
-        warmup = min(100, self.schedule_steps // 10) if warmup is None else warmup
-        return make_scheduler(self.optimizer, schedule, warmup_steps=warmup,
-                              max_steps=self.schedule_steps, min_lr_ratio=self.config.min_lr_ratio)
-
-    def take_step(self, clock: Callable[[], float]) -> None:
-        """One optimisation step, recorded in the history."""
-        lr_now = self.optimizer.param_groups[0]["lr"]
-        loss, tokens = _forward_backward(self.model, self.draw, self.loss_fn,
-                                         self.config.grad_accum_steps)
-        if not math.isfinite(loss):
-            raise FloatingPointError(self.non_finite_message(loss))
-        _update(self.model, self.optimizer, self.scheduler, self.config.grad_clip)
-        self.step += 1
-        h = self.history
-        h.steps.append(self.step)
-        h.train_loss.append(loss)
-        h.lr.append(lr_now)
-        h.tokens.append((h.tokens[-1] if h.tokens else 0) + tokens)
-        h.time.append(clock())
-
-    def evaluate(self, hooks: Sequence[Callback]) -> str | None:
-        """Evaluate both splits, log, call the hooks; return "early_stopping" to stop."""
-        h = self.history
-        h.eval_steps.append(self.step)
-        h.eval_train_loss.append(_mean_loss(self.model, self.eval_train, self.loss_fn))
-        val = math.nan if self.eval_val is None else _mean_loss(self.model, self.eval_val,
-                                                                self.loss_fn)
-        h.eval_val_loss.append(val)
-        for hook in hooks:
-            hook.on_eval(h, self.model)
-        es = self.early_stopping
-        if es is not None and es.update(val, self.model, self.step):
-            return "early_stopping"
-        return None
-
-    def non_finite_message(self, loss: float) -> str:
-        kept = (f"the last good checkpoint is {str(self.last_saved)!r}" if self.last_saved
-                else "no checkpoint was written")
-        before = ("the model had already diverged in the earlier updates" if self.step else
-                  "at the very first batch: check the model and the data")
-        return (f"the training loss became {loss} at step {self.step + 1}, and training stopped "
-                f"without updating the parameters with it ({before}; {kept}). Lower the "
-                f"learning rate (lr={self.optimizer.param_groups[0]['lr']:.3g}), keep grad_clip "
-                "on, or check the data for targets that are all -100")
-
-    def _path(self, step: int) -> Path:
-        return self.config.checkpoint_file(step)
-
-    def save(self) -> None:
-        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
-            raise FloatingPointError(
-                f"the parameters hold NaN or infinite values at step {self.step}; the checkpoint "
-                f"was not saved (the last good one, {str(self.last_saved)!r}, is kept)")
-        es = self.early_stopping
-        state = {"config": self.config.to_dict(), "max_steps": self.max_steps,
-                 "schedule_steps": self.schedule_steps, "batches_consumed": self.draw.consumed,
-                 "early_stopping": es.state_dict() if es is not None else None}
-        self.last_saved = checkpoints.save(
-            self._path(self.step), self.model, self.optimizer, scheduler=self.scheduler,
-            step=self.step, tokenizer=self.tokenizer, generator=self.generator,
-            history=self.history, training_state=state, **self.meta)
-
-    def resume(self, path: str | Path) -> None:
-        ckpt = checkpoints.load(path)
-        if ckpt.step > self.max_steps:
-            raise ValueError(f"checkpoint {str(path)!r} is at step {ckpt.step}, past "
-                             f"max_steps={self.max_steps}; raise max_steps to continue")
-        state = ckpt.training_state or {}
-        stored = state.get("config") if isinstance(state.get("config"), dict) else {}
-        _check_same_run(path, ckpt.meta, self.meta, stored, self.config.to_dict())
-        horizon = state.get("schedule_steps", self.max_steps)
-        if horizon != self.max_steps and isinstance(self.config.schedule, str):
-            self.schedule_steps, self.scheduler = horizon, None
-            self.scheduler = self._scheduler(self.config.schedule)  # the same curve as before
-        ckpt.restore(self.model, self.optimizer, self.scheduler)
-        if horizon < self.max_steps and self.config.schedule == "cosine":
-            warnings.warn(
-                f"max_steps is now {self.max_steps}, but the {self.config.schedule!r} schedule "
-                f"keeps its original {horizon} steps (the learning rate does not jump); "
-                f"steps past {horizon} run at its final rate. Start a new run for a schedule "
-                f"over {self.max_steps} steps", stacklevel=3)
-        if self.own_optimizer:
-            _apply_changes(path, self.optimizer, self.scheduler, stored, self.config)
-        if ckpt.rng is not None:
-            checkpoints.restore_rng_states(ckpt.rng, self.generator)
-        self.step, self.last_saved = ckpt.step, Path(path)
-        self.history = History.from_dict(ckpt.history) if ckpt.history else History()
-        self.draw.skip(state.get("batches_consumed", 0))
-        if self.early_stopping is not None and state.get("early_stopping") is not None:
-            self.early_stopping.load_state_dict(state["early_stopping"])
-
-
-_SCHEDULE_FIELDS = ("schedule", "warmup_steps", "min_lr_ratio")  # a resumed run keeps these
-_INEXACT_FIELDS = ("batch_size", "block_size", "grad_accum_steps", "grad_clip", "seed")
-
-
-def _check_same_run(path: Any, old_meta: dict, new_meta: dict, stored: dict, new: dict) -> None:
-    """Refuse to resume on another corpus or schedule; warn when a change makes it inexact."""
-    old_hash, new_hash = old_meta.get("corpus_hash"), new_meta.get("corpus_hash")
-    if old_hash and new_hash and old_hash != new_hash:
-        raise ValueError(
-            f"checkpoint {str(path)!r} was trained on another corpus (hash {old_hash}, this "
-            f"run's is {new_hash}); resume with the same text, or start a new run from its "
-            "weights (checkpoints.load(path).restore(model)) with another checkpoint path")
-    for name in _SCHEDULE_FIELDS:
-        if name in stored and stored[name] != new[name]:
-            raise ValueError(
-                f"checkpoint {str(path)!r} was trained with {name}={stored[name]!r}; resuming "
-                f"with {name}={new[name]!r} would change the learning rate of the steps "
-                f"already planned. Resume with {name}={stored[name]!r}, or start a new run "
-                "from its weights with another checkpoint path")
-    changed = [f"{n}={new[n]!r} (was {stored[n]!r})" for n in _INEXACT_FIELDS
-               if n in stored and stored[n] != new[n]]
-    if changed:
-        warnings.warn(f"resuming {str(path)!r} with {', '.join(changed)}: applied, so the run "
-                      "is no longer an exact continuation of the interrupted one", stacklevel=4)
-
-
-def _apply_changes(path: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
-                   stored: dict, config: TrainConfig) -> None:
-    """A new lr or weight_decay replaces the restored optimizer's (and says so)."""
-    old_lr, old_wd = stored.get("lr", config.lr), stored.get("weight_decay", config.weight_decay)
-    if old_lr != config.lr:
-        ratio = config.lr / old_lr
-        for group in optimizer.param_groups:
-            group["lr"] *= ratio
-            if "initial_lr" in group:
-                group["initial_lr"] *= ratio
-        if scheduler is not None and hasattr(scheduler, "base_lrs"):
-            scheduler.base_lrs = [lr * ratio for lr in scheduler.base_lrs]
-    if old_wd != config.weight_decay:
-        for group in optimizer.param_groups:
-            if group.get("weight_decay"):
-                group["weight_decay"] = config.weight_decay
-    if (old_lr, old_wd) != (config.lr, config.weight_decay):
-        warnings.warn(f"resuming {str(path)!r} with lr={config.lr:g}, weight_decay="
-                      f"{config.weight_decay:g} (the checkpoint's run used {old_lr:g}, "
-                      f"{old_wd:g}): the new values apply from the next step on", stacklevel=4)
-
-
-def _checkpoint_bytes(model: nn.Module, optimizer: torch.optim.Optimizer,
-                      early_stopping: EarlyStopping | None) -> int:
-    """About how large a checkpoint of this run will be: weights, optimizer moments, margin."""
-    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    moments = 2 if "adam" in type(optimizer).__name__.lower() else 1
-    kept = weights if early_stopping is not None and early_stopping.restore_best else 0
-    return weights + moments * trainable + kept + 2**16
-
-
-def _update(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-            grad_clip: float | None) -> None:
-    if grad_clip is not None:
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        if not torch.isfinite(norm):
-            raise FloatingPointError(
-                f"the gradient norm is {norm.item()}; training stopped before updating the "
-                "parameters (the last checkpoint on disk is kept). Lower the learning rate")
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    if scheduler is not None:
-        scheduler.step()

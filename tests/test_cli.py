@@ -222,7 +222,7 @@ def test_second_ctrl_c_during_the_save_exits_130_without_traceback(corpus, tmp_p
     ],
 )
 def test_bad_train_values_exit_2_before_training(corpus, tmp_path, extra, match, capsys):
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(SystemExit, match="2") as exit_info:
         _train(corpus, tmp_path / "model.pt", *extra)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
@@ -232,7 +232,7 @@ def test_bad_train_values_exit_2_before_training(corpus, tmp_path, extra, match,
 
 def test_directories_where_files_are_expected(corpus, tmp_path, capsys):
     for argv in (["generate", "--checkpoint", str(tmp_path)], ["train", "--resume", str(tmp_path)]):
-        with pytest.raises(SystemExit) as exit_info:
+        with pytest.raises(SystemExit, match="2") as exit_info:
             main(argv)
         assert exit_info.value.code == 2
         assert "is a directory; give the checkpoint file in it" in capsys.readouterr().err
