@@ -98,17 +98,8 @@ def test_import_graph_sees_function_level_imports(tmp_path):
     assert _imports(tree, "slmbook.x") == {"slmbook.data", "slmbook.losses", "slmbook", "slmbook.model"}
 
 
-# Edges still to remove, each with who owns it. Delete an entry once its import is gone.
-KNOWN_EDGES = {
-    # helper A: `from slmbook import __version__` -> `from slmbook._version import __version__`
-    ("slmbook.checkpoints", "slmbook"),
-}
-
-
 def test_no_import_cycle():
     graph = import_graph()
-    for module, imported in KNOWN_EDGES:
-        graph[module].discard(imported)
     assert len(graph) > 20 and "slmbook.retrieval" in graph["slmbook"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
