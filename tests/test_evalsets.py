@@ -5,6 +5,8 @@ real topics of the default corpus; held-out sentences come from their passage,
 are removed from it when asked, and are seeded.
 """
 
+import pytest
+
 from slmbook.data import load_documents
 from slmbook.evalsets import heldout_sentences, load_questions
 from slmbook.passages import split_passages
@@ -42,3 +44,15 @@ def test_heldout_sentences():
     top = r.search_batch([q.text for q in verbatim], k=5)
     found = sum(q.relevant[0] in [h.passage_id for h in hits] for q, hits in zip(verbatim, top, strict=True))
     assert found >= 0.8 * len(verbatim)  # exact sentences are (nearly always) found
+
+
+def test_heldout_sentences_errors():
+    passages = split_passages(["One sentence here. Another one follows it."])
+    with pytest.raises(TypeError, match="passages must be a list of Passage, not str"):
+        heldout_sentences("a single string")
+    with pytest.raises(ValueError, match="min_words must be a positive int, got 0"):
+        heldout_sentences(passages, min_words=0)
+    with pytest.raises(ValueError, match="n must be a non-negative int, got -1"):
+        heldout_sentences(passages, n=-1)
+    with pytest.raises(TypeError, match=r"n must be a non-negative int or None, got 2\.5"):
+        heldout_sentences(passages, n=2.5)
