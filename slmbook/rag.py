@@ -40,7 +40,9 @@ __all__ = [
     "abstention",
     "default_rag",
     "diagnose",
+    "format_answer",
     "pretrained_reader",
+    "question_box",
     "score",
 ]
 
@@ -198,6 +200,38 @@ def abstention(answers: Sequence[Answer], qas: Sequence[Any]) -> dict[str, float
 def _same_length(answers: Sequence[Any], qas: Sequence[Any]) -> None:
     if len(answers) != len(qas):
         raise ValueError(f"{len(answers)} answers for {len(qas)} questions; pass one per question")
+
+
+def format_answer(answer: Answer, *, max_chars: int = 100) -> str:
+    """An :class:`Answer` as text: the answer, then the passages read, with their scores.
+
+    See chapter 10, "Augmenting the input" (book/10_augment.ipynb).
+    """
+    positive_int("max_chars", max_chars)
+    lines = [f"answer: {answer.text}" + ("   (abstained)" if answer.abstained else "")]
+    for i, h in enumerate(answer.hits, 1):
+        text = h.text if len(h.text) <= max_chars else h.text[: max_chars - 3] + "..."
+        lines.append(f"  [{i}] {h.score:.3f}  {text}")
+    return "\n".join(lines)
+
+
+def question_box(rag: RAG, question: str):
+    """A question box over ``rag``: type a question, see the answer and the passages read.
+
+    A thin layer over :meth:`RAG.answer` and :func:`format_answer`; the default
+    ``question`` is answered at once, so that the static page shows a reply
+    (new questions need a live kernel).
+
+    See chapter 10, "Augmenting the input" (book/10_augment.ipynb).
+    """
+    import ipywidgets as widgets
+
+    def show(question: str) -> None:
+        print(format_answer(rag.answer(question)) if question.strip() else "(ask a question)")
+
+    box = widgets.Text(value=question, description="question", continuous_update=False,
+                       layout=widgets.Layout(width="90%"))
+    return widgets.interact(show, question=box)
 
 
 def pretrained_reader() -> tuple[nn.Module, ReaderTokenizer]:

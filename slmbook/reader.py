@@ -295,7 +295,9 @@ class ReaderData:
 
     so that one pass over a context scores several answers (the loss is on
     the answers only). With ``questions="one"`` it holds only the first
-    question, exactly the prompt :func:`render_prompt` makes.
+    question, exactly the prompt :func:`render_prompt` makes. With
+    ``closed_book=True`` the passages are left out (and nothing is
+    invented): the model can only learn the facts by heart.
 
     Examples
     --------
@@ -309,7 +311,8 @@ class ReaderData:
 
     def __init__(self, world: FactWorld, *, split: str = "seen", batch_size: int = 32,
                  max_distractors: int = 3, questions: str = "all", fresh_people: float = 0.5,
-                 fresh_values: float = 0.2, block_size: int | None = None) -> None:
+                 fresh_values: float = 0.2, closed_book: bool = False,
+                 block_size: int | None = None) -> None:
         world.split_people(split)  # checks the split
         if questions not in ("all", "one"):
             raise ValueError(f"questions={questions!r}: use 'all' or 'one'")
@@ -317,11 +320,15 @@ class ReaderData:
         self.batch_size = positive_int("batch_size", batch_size)
         self.max_distractors = non_negative_int("max_distractors", max_distractors)
         self.fresh = {"fresh_people": fresh_people, "fresh_values": fresh_values}
+        self.closed_book = bool(closed_book)
+        if self.closed_book:
+            self.fresh = {"fresh_people": 0.0, "fresh_values": 0.0}
         self.tokenizer = ReaderTokenizer()
 
     def __repr__(self) -> str:
         return (f"ReaderData(split={self.split!r}, batch_size={self.batch_size}, "
-                f"max_distractors={self.max_distractors}, questions={self.questions!r})")
+                f"max_distractors={self.max_distractors}, questions={self.questions!r}, "
+                f"closed_book={self.closed_book})")
 
     def examples(self, rng: random.Random, n: int) -> list[list[tuple[str, bool]]]:
         """``n`` sequences as ``(text, scored)`` pieces, sharing one number of passages."""
@@ -334,7 +341,8 @@ class ReaderData:
                 qas = qas[:1]
             else:
                 rng.shuffle(qas)
-            pieces = [("".join(_line(p) + "\n" for p in passages), False)]
+            context = "" if self.closed_book else "".join(_line(p) + "\n" for p in passages)
+            pieces = [(context, False)]
             for q, a in qas:
                 pieces += [(f"Q: {_line(q)}\nA: ", False), (a + END, True)]
             out.append(pieces)

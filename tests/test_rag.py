@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from slmbook.facts import make_world
-from slmbook.rag import ABSTAIN, RAG, Answer, abstention, diagnose, score
+from slmbook.rag import ABSTAIN, RAG, Answer, abstention, diagnose, format_answer, score
 from slmbook.reader import ReaderTokenizer, make_reader, read, render_prompt
 from slmbook.retrieval import TfidfRetriever
 
@@ -144,3 +144,12 @@ def test_shipped_reader_reads_rather_than_remembers():
     assert time.perf_counter() - t0 < 30
     tf = teacher_forced_match(model, tok, [a.prompt for a in out], [q.answer for q in qs])
     assert tf == [a.text == q.answer for a, q in zip(out, qs, strict=True)]
+
+
+def test_format_answer():
+    class H:
+        passage_id, score, text = "p000/city", 0.8123, "Ann lives in the city of Oslo." * 5
+
+    text = format_answer(Answer("Oslo", [H()]), max_chars=20)
+    assert text.splitlines() == ["answer: Oslo", "  [1] 0.812  Ann lives in the ..."]
+    assert "(abstained)" in format_answer(Answer(ABSTAIN, [], abstained=True))

@@ -199,3 +199,15 @@ def test_reader_from_lm_maps_characters_and_positions():
     torch.testing.assert_close(reader.transformer.h[0].attn.c_attn.weight,
                                lm.transformer.h[0].attn.c_attn.weight)
     assert reader.lm_head.weight is reader.transformer.wte.weight
+
+
+def test_closed_book_data_has_no_passages(world):
+    tok = ReaderTokenizer()
+    b = ReaderData(world, batch_size=6, closed_book=True)(torch.Generator().manual_seed(2))
+    for row in b.ids:
+        text = tok.decode(row).rstrip("\n")
+        assert text.startswith("Q: ")
+        lines = [line for line in text.split("\n") if line]
+        assert all(line.startswith(("Q: ", "A: ")) for line in lines)
+    names = {p.name for p in world.split_people("seen")}
+    assert any(n in tok.decode(b.ids[0]) for n in names)  # real people, nothing invented
