@@ -6,10 +6,14 @@ Examples::
     slmbook train --corpus my.txt --steps 500 --out runs/my.pt
     slmbook generate --checkpoint slmbook-run.pt --prompt "The with statement"
 
-``python -m slmbook ...`` does the same. Mistakes in the arguments (an
-unknown option, a missing or unreadable checkpoint) print a one-line message
-and exit with status 2; an interrupted training (Ctrl-C) saves a resumable
-checkpoint and exits with status 130.
+``python -m slmbook ...`` does the same. The options of ``train`` are
+generated from :class:`slmbook.training.TrainConfig`, with its defaults
+(except the four in ``CLI_DEFAULTS``, each with its reason). Mistakes in the
+arguments (an unknown option, a bad value, a missing or unreadable
+checkpoint, an ``--out`` that holds another file) print a one-line message
+and exit with status 2. An interrupted training saves a resumable checkpoint
+and exits with status 130 (Ctrl-C) or 143 (SIGTERM); a second Ctrl-C stops at
+once, also with 130, and leaves the previous checkpoint intact.
 
 Taught in chapter 7, "Iterating" (book/07_iterate.ipynb).
 """
@@ -26,12 +30,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_parser", "main"]
+__all__ = ["CLI_DEFAULTS", "build_parser", "main"]
 
 _EPILOG_TRAIN = """\
 The defaults (4 layers, 4 heads, width 128, context 64, batch 12, 2000 steps)
-take about two minutes on 2 CPU cores. Ctrl-C stops at the end of the current
-step and saves a checkpoint that --resume continues exactly."""
+take about two minutes on 2 CPU cores. Ctrl-C (or SIGTERM) stops at the end of
+the current step and saves a checkpoint that --resume continues exactly, with
+the options stored in it; an option given again replaces the stored one."""
 
 
 def _positive_int(text: str) -> int:

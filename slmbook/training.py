@@ -244,18 +244,28 @@ def train(model: nn.Module, train_data: BatchSource, val_data: BatchSource | Non
         For a bad value (the message names it), e.g. ``max_steps=0`` or a
         validation split shorter than one window.
     OSError
-        If ``checkpoint_path`` cannot be written (checked before training).
+        If ``checkpoint_path`` cannot be written, is not a checkpoint, is
+        locked by another live run, or its disk lacks the space (all checked
+        before training).
     FloatingPointError
         If the loss becomes NaN or infinite; the parameters are not updated
         with it and the last checkpoint on disk is kept.
 
     Notes
     -----
-    **Ctrl-C** (SIGINT, or "interrupt the kernel" in Jupyter) stops training
-    cleanly at the end of the current step: a checkpoint is written (when
-    ``checkpoint_path`` is set) and the history is returned with
-    ``stop_reason == "interrupted"``; resume with ``resume_from``. A second
-    Ctrl-C aborts at once with ``KeyboardInterrupt``.
+    **Ctrl-C** (SIGINT, or "interrupt the kernel" in Jupyter) and SIGTERM stop
+    training cleanly at the end of the current step: a checkpoint is written
+    (when ``checkpoint_path`` is set) and the history is returned with
+    ``stop_reason`` ``"interrupted"`` or ``"terminated"``; resume with
+    ``resume_from``. A second signal aborts at once with ``KeyboardInterrupt``
+    (the checkpoint on disk stays the last complete one).
+
+    **Checkpoints** are never written over a file that is not one; a lock
+    beside ``checkpoint_path`` keeps a second run from writing it at the same
+    time; free space is checked before training. **Resuming** with other
+    options refuses another corpus or schedule, applies a new ``lr`` with a
+    warning, and keeps the schedule's length when ``max_steps`` grows
+    (:mod:`slmbook.resuming`).
 
     See chapter 7, "Iterating" (book/07_iterate.ipynb).
     """

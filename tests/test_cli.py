@@ -75,6 +75,8 @@ def test_every_train_config_field_is_an_option_with_the_same_default():
         (["generate", "--checkpoint", "nowhere.pt"], "checkpoint 'nowhere.pt' does not exist"),
         (["train", "--resume", "nowhere.pt"], "checkpoint 'nowhere.pt' does not exist"),
         (["fly"], "invalid choice: 'fly'"),
+        (["generate", "--checkpoint", "x.pt", "--seed", str(2**64)], "expected a seed below 2**64"),
+        (["generate", "--checkpoint", "x.pt", "--temperature", "inf"], "positive finite number"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(argv, match, capsys):
