@@ -24,10 +24,8 @@ from __future__ import annotations
 import dataclasses
 import errno
 import importlib.resources
-import numbers
 import os
 import zipfile
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ import torch
 from torch import nn
 
 from slmbook import _files
+from slmbook._payload import check_payload, plain
 from slmbook.resuming import capture_rng_states, restore_rng_states
 
 __all__ = [
@@ -133,36 +132,13 @@ def save(
         "training_state": training_state,
         "meta": {"slmbook_version": __version__, "torch_version": str(torch.__version__), **meta},
     }
-    payload = _plain(payload, "checkpoint")
+    payload = plain(payload, "checkpoint")
     check_writable(path, force=force)
     try:
         return _files.atomic_write(path, lambda f: torch.save(payload, f))
     except OSError as err:  # a full disk, a quota, a folder removed meanwhile
         raise type(err)(err.errno, f"cannot write checkpoint {str(path)!r}: "
                         f"{err.strerror or err}; the previous file, if any, is kept") from err
-
-
-def _plain(obj: Any, where: str) -> Any:
-    """``obj`` with only the types ``torch.load(weights_only=True)`` reads back, or a TypeError."""
-    if obj is None or isinstance(obj, (torch.Tensor, bool)) or type(obj) in (str, int, float):
-        return obj
-    if isinstance(obj, dict):
-        items = ((k, _plain(v, f"{where}[{k!r}]")) for k, v in obj.items())
-        if not isinstance(obj, OrderedDict):
-            return dict(items)
-        copy = OrderedDict(items)
-        if hasattr(obj, "_metadata"):  # a state_dict's module versions, as torch.save keeps them
-            copy._metadata = obj._metadata
-        return copy
-    if isinstance(obj, (list, tuple)):
-        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-        return items if isinstance(obj, list) else tuple(items)
-    for kind in (str, bool, numbers.Integral, numbers.Real):  # e.g. numpy scalars
-        if isinstance(obj, kind):
-            return (float if kind is numbers.Real else int if kind is numbers.Integral else kind)(obj)
-    raise TypeError(
-        f"{where} is a {type(obj).__name__}, which a safe checkpoint cannot hold; store only "
-        "tensors, numbers, strings, lists and dicts (convert it, e.g. str(path))")
 
 
 def is_checkpoint(path: str | Path) -> bool:
@@ -297,44 +273,6 @@ class Checkpoint:
             scheduler.load_state_dict(self.scheduler_state)
 
 
-_REQUIRED = {"format_version": int, "model_class": str, "config": (dict, type(None)),
-             "model": dict, "step": int, "meta": dict}
-_OPTIONAL = {"optimizer": dict, "scheduler": dict, "tokenizer": dict, "rng": dict,
-             "history": dict, "training_state": dict}
-
-
-def _check_payload(path: Path, payload: dict[str, Any]) -> None:
-    """Refuse a payload whose fields have the wrong types, before anything is built from it."""
-    where = f"checkpoint {str(path)!r}"
-    missing = [k for k in _REQUIRED if k not in payload]
-    if missing:
-        raise ValueError(f"{where} is incomplete (missing {missing}); re-save it with "
-                         "slmbook.checkpoints.save")
-    version = payload["format_version"]
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"{where} has a malformed format version {version!r} (expected an "
-                         f"int from 1 to {FORMAT_VERSION}); the file is damaged or was edited")
-    if version > FORMAT_VERSION:
-        raise ValueError(f"{where} has format version {version}, newer than this slmbook's "
-                         f"{FORMAT_VERSION}; upgrade slmbook to read it")
-    for key, kind in [*_REQUIRED.items(), *_OPTIONAL.items()]:
-        value = payload.get(key)
-        if (value is not None or key in _REQUIRED) and (
-                not isinstance(value, kind) or isinstance(value, bool)):
-            raise ValueError(f"{where}: field {key!r} is a {type(value).__name__}, expected "
-                             f"{getattr(kind, '__name__', 'dict or None')}; the file is damaged "
-                             "or was edited")
-    if payload["step"] < 0:
-        raise ValueError(f"{where}: step is {payload['step']}, expected >= 0")
-    if not all(isinstance(v, torch.Tensor) for v in payload["model"].values()):
-        raise ValueError(f"{where}: the model state holds values that are not tensors")
-    config = payload["config"] or {}
-    bad = {k: v for k, v in config.items()
-           if not isinstance(k, str) or not isinstance(v, (int, float, str, bool, type(None)))}
-    if bad:
-        raise ValueError(f"{where}: the model configuration holds malformed entries {bad}")
-
-
 def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read a checkpoint written by :func:`save`, without running any code from it.
 
@@ -384,7 +322,7 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Check
             f"{str(path)!r} is a torch file but not an slmbook checkpoint (no "
             f"format={FORMAT!r} marker); save checkpoints with slmbook.checkpoints.save"
         )
-    _check_payload(path, payload)
+    check_payload(path, payload, FORMAT_VERSION)
     tokenizer = None
     if payload.get("tokenizer") is not None:
         from slmbook.tokenizers import Tokenizer

@@ -285,3 +285,19 @@ def test_resume_with_a_malformed_stored_training_config(corpus, tmp_path, capsys
     assert main(["train", "--resume", str(out), "--steps", "5"]) == 2
     err = capsys.readouterr().err
     assert "holds a malformed training configuration (lr must be a finite number" in err
+
+
+@pytest.mark.slow
+def test_a_real_sigterm_to_a_subprocess_saves_and_exits_143(corpus, tmp_path):
+    out = tmp_path / "model.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "slmbook", "train", "--corpus", str(corpus), "--steps", "100000",
+         "--eval-every", "1", "--sample-length", "0", "--out", str(out), *TINY],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert "step      1:" in run.stdout.readline() + run.stdout.readline()  # training runs
+    run.send_signal(signal.SIGTERM)  # what `timeout`, docker or Slurm send
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 143, stderr
+    assert "terminated: resume with --resume" in stderr and "Traceback" not in stderr
+    assert checkpoints.load(out).step >= 1
