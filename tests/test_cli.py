@@ -301,3 +301,14 @@ def test_a_real_sigterm_to_a_subprocess_saves_and_exits_143(corpus, tmp_path):
     assert run.returncode == 143, stderr
     assert "terminated: resume with --resume" in stderr and "Traceback" not in stderr
     assert checkpoints.load(out).step >= 1
+
+
+def test_epochs_alone_replaces_the_default_steps(corpus, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    assert main(["train", "--corpus", str(corpus), "--epochs", "0.5", "--eval-every", "100",
+                 "--sample-length", "0", "--out", str(out), *TINY]) == 0
+    steps = checkpoints.load(out).step
+    assert 1 <= steps < 100 and f"after {steps} steps" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="2"):
+        main(["train", "--epochs", "1", "--steps", "5", *TINY])
+    assert "give exactly one of max_steps and epochs" in capsys.readouterr().err
