@@ -49,9 +49,9 @@ class Run:
         block_size = positive_int("block_size", config.block_size or model_block_size(model))
         device = model_device(model)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.draw = BatchStream(train_data, "train_data", config.batch_size, block_size, self.generator, device)
-        val = (None if val_data is None else
-               BatchStream(val_data, "val_data", config.batch_size, block_size, self.generator, device))
+        stream = (config.batch_size, block_size, self.generator, device)
+        self.draw = BatchStream(train_data, "train_data", *stream)
+        val = None if val_data is None else BatchStream(val_data, "val_data", *stream)
         self.max_steps = config.max_steps or max(1, round(
             config.epochs * self.draw.steps_per_epoch(config.grad_accum_steps)))
         self.eval_train = self.draw.fixed_batches(config.eval_batches or 20, config.seed + 1)
