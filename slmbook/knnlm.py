@@ -16,12 +16,15 @@ retraining it:
 Contexts come from sliding windows of ``block_size`` characters moved by
 ``stride``; only the last ``stride`` positions of each window are kept, so
 every key and query has between ``block_size - stride + 1`` and
-``block_size`` characters of context (the paper's evaluation does the same
-with 1,536-token windows and a stride of 512).
+``block_size`` characters of context (the paper likewise scores and stores
+only tokens that have a long prior context, with windows of thousands of
+tokens). The paper's key is the input of the last feed-forward layer; here it
+is the input of ``lm_head``, which the paper also tries.
 
-Nothing leaks from the future: the search can exclude every key from the
-query's own document (``query_groups`` / ``key_groups``), and the
-validation text is a held-out split of the corpus.
+Nothing leaks: the validation text is a held-out split of the corpus (the
+shipped model never trained on it), and the search can exclude every key
+from the query's own document (``query_groups`` / ``key_groups``), since
+the split cuts one document in two.
 
 Taught in chapter 12, "What retrieval buys" (book/12_benefits.ipynb).
 """
@@ -50,13 +53,16 @@ from slmbook.inference import forward_with_hooks
 
 __all__ = [
     "Encoded",
+    "KNNLMConfig",
     "bits_per_char",
     "document_ids",
     "encode",
     "interpolate",
     "knn_log_probs",
     "knn_search",
+    "knnlm_curve",
     "target_log_probs",
+    "tune",
     "window_starts",
 ]
 
@@ -342,7 +348,8 @@ class KNNLMConfig:
     temperatures: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # T tried
     lambdas: tuple[float, ...] = tuple(i / 100 for i in range(100))  # λ tried
     exclude_same_document: bool = True  # never retrieve the query's own document
-    tune_fraction: float = 0.5  # the last part of the validation split tunes k, T, λ
+    tune_fraction: float = 0.5  # this share of the validation split tunes k, T, λ
+    tune_part: str = "last"  # which end of the validation split tunes; the rest is reported
     chunk_size: int = 256  # queries per matrix product in the search
     batch_size: int = 64  # windows per forward pass
 
@@ -356,6 +363,8 @@ class KNNLMConfig:
         self.tune_fraction = unit_interval("tune_fraction", self.tune_fraction)
         if self.tune_fraction == 0:
             raise ValueError("tune_fraction must be > 0: k, T and λ are tuned on that part")
+        if self.tune_part not in ("first", "last"):
+            raise ValueError(f"tune_part must be 'first' or 'last', got {self.tune_part!r}")
 
 
 def tune(lm_log_probs: torch.Tensor, distances: torch.Tensor, values: torch.Tensor,
@@ -401,9 +410,9 @@ def knnlm_curve(model: nn.Module, tokenizer: Any, sizes: Sequence[int | None] = 
     :func:`slmbook.data.load_documents`) is split by
     :func:`slmbook.data.train_val_split`. The datastore holds the keys of
     random windows of the training split (nested: each size adds windows to
-    the previous ones; ``None`` = every window). The first ``1 -
-    tune_fraction`` of the validation split is reported on; ``k``, ``T`` and ``λ`` are
-    tuned on ``n_tune`` positions of the rest. The default curve (2,000 /
+    the previous ones; ``None`` = every window). ``k``, ``T`` and ``λ`` are
+    tuned on ``n_tune`` positions of one end of the validation split
+    (``config.tune_part``, a ``tune_fraction`` of it) and reported on the rest. The default curve (2,000 /
     8,000 / 32,000 keys, 1,000 + 2,000 queries) takes about 10 s on one
     busy CPU thread.
 
@@ -455,13 +464,15 @@ def knnlm_curve(model: nn.Module, tokenizer: Any, sizes: Sequence[int | None] = 
     doc_of = document_ids(docs)
     train_ids, val_ids = train_val_split(ids, val_fraction)
     gen = torch.Generator().manual_seed(seed)
-    # queries: random windows of the reported part (first) and of the tuning part (after it)
+    # queries: random windows of the reported part and of the tuning part
     block, stride = model.config.block_size, config.stride
     val_starts = window_starts(len(val_ids), block, stride)
     first = val_starts + block - stride + 1  # the first kept position of each window
-    cut = round(len(val_ids) * (1 - config.tune_fraction))
+    last = config.tune_part == "last"
+    cut = round(len(val_ids) * (1 - config.tune_fraction if last else config.tune_fraction))
+    tuning = first >= cut if last else first < cut
     parts = {}
-    for name, mask, size in (("report", first < cut, n_report), ("tune", first >= cut, n_tune)):
+    for name, mask, size in (("report", ~tuning, n_report), ("tune", tuning, n_tune)):
         if not mask.any():
             raise ValueError(f"the {name} part of the validation split is empty; change "
                              "tune_fraction or use more text")

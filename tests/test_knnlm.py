@@ -230,6 +230,11 @@ def test_knnlm_curve_on_a_tiny_corpus():
     assert r2["lm_bits"] == r["lm_bits"]  # the same seeded positions
     for q in r2["points"]:
         assert q["bits"] == q["bits_same_document"]
+    swapped = KNNLMConfig(stride=4, ks=(4,), temperatures=(1.0,), tune_part="first")
+    r3 = knnlm_curve(model, tok, (100,), n_tune=None, n_report=None, config=swapped,
+                     documents=docs, val_fraction=0.3, details=True)
+    assert (r3["positions"] >= round(602 * 0.5)).all()  # reported: the second half
+    assert r3["n_tune"] + r3["n_report"] == len(window_starts(602, T, 4)) * 4  # all of it
     with pytest.raises(ValueError, match="sizes must be a non-empty sequence"):
         knnlm_curve(model, tok, 100, documents=docs)
     with pytest.raises(ValueError, match="n_report must be a positive int"):
@@ -266,6 +271,8 @@ def test_argument_checks():
         interpolate(lm, lm[:, :2], 0.5)
     with pytest.raises(ValueError, match="tune_fraction must be > 0"):
         KNNLMConfig(tune_fraction=0.0)
+    with pytest.raises(ValueError, match="tune_part must be 'first' or 'last'"):
+        KNNLMConfig(tune_part="middle")
     with pytest.raises(ValueError, match="need at least one value"):
         KNNLMConfig(ks=())
     assert isinstance(Encoded(torch.zeros(0, 2), torch.zeros(0, 3), torch.zeros(0),

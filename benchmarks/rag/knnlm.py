@@ -25,6 +25,7 @@ Writes benchmarks/rag/knnlm.json and benchmarks/rag/knnlm.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -76,6 +77,66 @@ def environment(text: str, threads: int) -> dict:
             "corpus_chars": len(text)}
 
 
+def run_fold(model, tok, sizes, args, config: KNNLMConfig) -> dict:
+    """One curve (tuned on one end of the validation split, reported on the other), with the
+    per-position gains summarised and the verbatim-overlap breakdown of the largest datastore."""
+    text, names = load_corpus(), list(load_documents())
+    docs = list(load_documents().values())
+    n_report = None if args.n_report == "all" else int(args.n_report)
+    r = knnlm_curve(model, tok, sizes, n_tune=args.n_tune, n_report=n_report, config=config,
+                    seed=args.seed, details=True)
+    lm = r.pop("lm_target_log_probs").double()
+    positions = r.pop("positions")
+    n_train = len(train_val_split(text)[0])
+    doc_of = document_ids(docs)
+    gains = []
+    for point in r["points"]:
+        gains.append((point.pop("target_log_probs").double() - lm) / LN2)  # bits saved
+        point["gain_bits"] = r["lm_bits"] - point["bits"]
+        point["gain_standard_error"] = float(gains[-1].std() / math.sqrt(len(lm)))
+        point["share_positions_helped"] = float((gains[-1] > 0).double().mean())
+    largest = gains[max(range(len(gains)), key=lambda i: r["points"][i]["size"])]
+    breakdown = []
+    for m in args.overlap:
+        seen = verbatim_overlap(text, doc_of, n_train, positions, m)
+        row = {"m": m, "share": float(seen.double().mean())}
+        for key, mask in (("seen", seen), ("unseen", ~seen)):
+            row[f"lm_bits_{key}"] = float(-lm[mask].mean() / LN2) if mask.any() else None
+            row[f"gain_bits_{key}"] = float(largest[mask].mean()) if mask.any() else None
+        breakdown.append(row)
+    return {"tune_part": config.tune_part,
+            "reported_documents": sorted({names[int(d)] for d in
+                                          doc_of[n_train + positions].unique()}),
+            "split_document": names[int(doc_of[n_train])], **r,
+            "overlap_breakdown_largest_datastore": breakdown}
+
+
+def fold_markdown(r: dict, block_size: int) -> list[str]:
+    nan = float("nan")
+    report, tune = ("first", "second") if r["tune_part"] == "last" else ("second", "first")
+    md = [f"Held-out text: the {report} half of the validation split ({r['n_report']:,} "
+          f"positions, contexts of {block_size - r['stride'] + 1} to {block_size} characters), "
+          f"documents {', '.join(r['reported_documents'])}. k, T and λ tuned per size on "
+          f"{r['n_tune']:,} positions of the {tune} half. Same-document keys excluded; the "
+          "last column allows them.", "",
+          "| datastore keys | k | T | λ | bits/char | gain vs LM | ± s.e. | own document allowed |",
+          "|---:|---:|---:|---:|---:|---:|---:|---:|",
+          f"| 0 (LM alone) | | | | {r['lm_bits']:.4f} | | | |"]
+    md += [f"| {q['size']:,} | {q['k']} | {q['temperature']:g} | {q['lam']:.2f} | "
+           f"{q['bits']:.4f} | {q['gain_bits']:+.4f} | {q['gain_standard_error']:.4f} | "
+           f"{q['bits_same_document']:.4f} |" for q in r["points"]]
+    md += ["", f"The split cuts the document `{r['split_document']}` in two; "
+           f"{max(q['n_same_document'] for q in r['points']):,} reported positions are in it.",
+           "", "Largest datastore, by whether the m characters before the target and the target "
+           "occur verbatim in another document of the training text:", "",
+           "| m | share of positions | LM bits (seen / unseen) | gain (seen / unseen) |",
+           "|---:|---:|---:|---:|"]
+    md += [f"| {b['m']} | {b['share']:.3f} | {b['lm_bits_seen'] or nan:.3f} / "
+           f"{b['lm_bits_unseen'] or nan:.3f} | {b['gain_bits_seen'] or nan:+.3f} / "
+           f"{b['gain_bits_unseen'] or nan:+.3f} |" for b in r["overlap_breakdown_largest_datastore"]]
+    return md
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="+", default=["10000", "30000", "100000", "all"],
@@ -90,6 +151,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overlap", type=int, nargs="*", default=[8, 16, 32],
                    help="context lengths m of the verbatim-overlap breakdown")
+    p.add_argument("--swap", action="store_true",
+                   help="also the swapped fold: tune on the first half, report on the second")
     p.add_argument("--out", default=str(HERE), help="folder for knnlm.json/.md")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -97,68 +160,30 @@ def main() -> None:
     text, docs = load_corpus(), list(load_documents().values())
     assert text == "\n\n".join(docs)
     sizes = [None if s == "all" else int(s) for s in args.sizes]
-    n_report = None if args.n_report == "all" else int(args.n_report)
     config = KNNLMConfig(stride=args.stride, ks=tuple(args.ks),
                          temperatures=tuple(args.temperatures))
     start, cpu = time.perf_counter(), time.process_time()
-    r = knnlm_curve(model, tok, sizes, n_tune=args.n_tune, n_report=n_report, config=config,
-                    seed=args.seed, details=True)
+    main_fold = run_fold(model, tok, sizes, args, config)
+    swapped = (run_fold(model, tok, sizes, args, dataclasses.replace(config, tune_part="first"))
+               if args.swap else None)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    lm = r.pop("lm_target_log_probs").double()
-    positions = r.pop("positions")
-    n_train = len(train_val_split(text)[0])
-    doc_of = document_ids(docs)
-    names = list(load_documents())
-    for point in r["points"]:
-        gain = (point.pop("target_log_probs").double() - lm) / LN2  # bits saved per position
-        point["gain_bits"] = r["lm_bits"] - point["bits"]
-        point["gain_standard_error"] = float(gain.std() / math.sqrt(len(gain)))
-        point["share_positions_helped"] = float((gain > 0).double().mean())
-        last = gain
-    breakdown = []
-    for m in args.overlap:
-        seen = verbatim_overlap(text, doc_of, n_train, positions, m)
-        row = {"m": m, "share": float(seen.double().mean())}
-        for key, mask in (("seen", seen), ("unseen", ~seen)):
-            row[f"lm_bits_{key}"] = float(-lm[mask].mean() / LN2) if mask.any() else None
-            row[f"gain_bits_{key}"] = float(last[mask].mean()) if mask.any() else None
-        breakdown.append(row)
-    val_docs = sorted({names[int(d)] for d in doc_of[n_train + positions].unique()})
-    straddle = names[int(doc_of[n_train])]
     result = {"environment": environment(text, torch.get_num_threads()),
               "config": {**vars(args), "knnlm": {k: v for k, v in vars(config).items()
                                                   if k != "lambdas"},
                          "lambdas": f"{config.lambdas[0]} to {config.lambdas[-1]} by 0.01"},
-              "seconds": seconds, "cpu_seconds": cpu_seconds,
-              "reported_documents": val_docs,
-              "split_document": straddle, **r, "overlap_breakdown_full_datastore": breakdown}
+              "seconds": seconds, "cpu_seconds": cpu_seconds, **main_fold,
+              **({"swapped": swapped} if swapped else {})}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "knnlm.json").write_text(json.dumps(result, indent=2) + "\n")
     env = result["environment"]
     md = [f"Command: `{env['command']}`  ",
           f"Date (UTC): {env['date_utc']}; torch {env['torch']}, Python {env['python']}, "
           f"{env['threads']} thread (shared machine), CPU: {env['cpu']}; corpus hash "
-          f"{env['corpus_hash']}; {seconds:.0f} s in all ({cpu_seconds:.0f} s of CPU time).", "",
-          f"Held-out text: the first half of the validation split ({r['n_report']:,} positions, "
-          f"contexts of {model.config.block_size - args.stride + 1} to {model.config.block_size} "
-          "characters), documents "
-          f"{', '.join(val_docs)}. k, T and λ tuned per size on {r['n_tune']:,} positions of "
-          "the second half. Same-document keys excluded.", "",
-          "| datastore keys | k | T | λ | bits/char | gain vs LM | ± s.e. | own document allowed |",
-          "|---:|---:|---:|---:|---:|---:|---:|---:|",
-          f"| 0 (LM alone) | | | | {r['lm_bits']:.4f} | | | |"]
-    md += [f"| {q['size']:,} | {q['k']} | {q['temperature']:g} | {q['lam']:.2f} | "
-           f"{q['bits']:.4f} | {q['gain_bits']:+.4f} | {q['gain_standard_error']:.4f} | "
-           f"{q['bits_same_document']:.4f} |" for q in r["points"]]
-    md += ["", f"The split cuts the document `{straddle}` in two; "
-           f"{r['points'][-1]['n_same_document']:,} reported positions are in it.", "",
-           "Full datastore, by whether the m characters before the target and the target "
-           "occur verbatim in another document of the training text:", "",
-           "| m | share of positions | LM bits (seen / unseen) | gain (seen / unseen) |",
-           "|---:|---:|---:|---:|"]
-    md += [f"| {b['m']} | {b['share']:.3f} | {b['lm_bits_seen'] or float('nan'):.3f} / "
-           f"{b['lm_bits_unseen'] or float('nan'):.3f} | {b['gain_bits_seen'] or float('nan'):+.3f}"
-           f" / {b['gain_bits_unseen'] or float('nan'):+.3f} |" for b in breakdown]
+          f"{env['corpus_hash']}; {seconds:.0f} s in all ({cpu_seconds:.0f} s of CPU time).", ""]
+    md += fold_markdown(main_fold, model.config.block_size)
+    if swapped:
+        md += ["", "## Swapped: tuned on the first half, reported on the second", ""]
+        md += fold_markdown(swapped, model.config.block_size)
     (Path(args.out) / "knnlm.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
