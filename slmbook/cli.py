@@ -1,10 +1,12 @@
-"""The ``slmbook`` command: train a small GPT, or generate text from a checkpoint.
+"""The ``slmbook`` command: train a small GPT, generate text, answer questions, search files.
 
 Examples::
 
     slmbook train                          # default corpus and model, about two minutes
     slmbook train --corpus my.txt --steps 500 --out runs/my.pt
     slmbook generate --checkpoint slmbook-run.pt --prompt "The with statement"
+    slmbook ask "Which city does Zukra Tasror live in?" --show-passages
+    slmbook search --docs notes/ README.md --index notes.idx "gradient clipping"
 
 ``python -m slmbook ...`` does the same. The options of ``train`` are
 generated from :class:`slmbook.training.TrainConfig`, with its defaults
@@ -189,13 +191,56 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
 
 
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value}")
+    return value
+
+
+def _add_ask(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ask", help="answer a question about the fact world of chapter 10 (RAG)",
+                       description="Answer a question with the shipped reader, reading the "
+                                   "passages TF-IDF retrieves from the default fact world.")
+    p.add_argument("question", help='e.g. "Which city does Zukra Tasror live in?"')
+    p.add_argument("--k", type=_non_negative_int, default=3,
+                   help="passages retrieved and read before the question; 0: closed book, the "
+                        "question alone (default: 3)")
+    p.add_argument("--show-passages", action="store_true",
+                   help="also print the passages read, with their scores")
+    p.add_argument("--min-score", type=_finite_float, default=None, metavar="S",
+                   help="answer \"I don't know\" when the best passage scores below S, a "
+                        "cosine in [0, 1] (default: always answer)")
+
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="TF-IDF search over your own text files and folders",
+                       description="Search UTF-8 text files (folders recursively) for the "
+                                   "passages most similar to a query.")
+    p.add_argument("query", nargs="?", default=None,
+                   help="what to look for, in words (last, after the --docs paths, or first)")
+    p.add_argument("--docs", nargs="+", metavar="PATH", default=None,
+                   help="text files and folders to search (binary and non-UTF-8 files are "
+                        "skipped with a note)")
+    p.add_argument("--index", metavar="FILE", default=None,
+                   help="save the index here and reuse it while the files are unchanged; "
+                        "alone, search the saved index (never overwrites another file)")
+    p.add_argument("--k", type=_positive_int, default=5, help="hits to print (default: 5)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``slmbook`` command."""
     parser = argparse.ArgumentParser(
-        prog="slmbook", description="Train a small language model, or generate text with one.")
+        prog="slmbook", description="Train a small language model, generate text with one, "
+                                    "answer questions with retrieval, or search your files.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(sub)
     _add_generate(sub)
+    _add_ask(sub)
+    _add_search(sub)
     return parser
 
 
@@ -344,6 +389,45 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask(args: argparse.Namespace) -> int:
+    from slmbook import rag
+
+    if not args.question.strip():
+        raise _UsageError("the question is empty; ask e.g. \"Which city does Zukra Tasror "
+                          "live in?\"")
+    pipeline = rag.default_rag(k=args.k, min_score=args.min_score)
+    answer = pipeline.answer(args.question)
+    print(rag.format_answer(answer) if args.show_passages else answer.text)
+    if answer.abstained:
+        best = f"{answer.hits[0].score:.3f}" if answer.hits else "none"
+        print(f"slmbook ask: note: abstained: the best passage scores {best}, below "
+              f"--min-score {args.min_score:g}", file=sys.stderr)
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from slmbook._docsearch import build_or_reuse, collect_documents
+    from slmbook.retrieval import format_hits
+
+    if args.query is None and args.docs and len(args.docs) > 1:
+        args.query = args.docs.pop()  # `--docs PATH... "query"`: --docs took the query too
+    if args.query is None or not args.query.strip():
+        raise _UsageError("the query is empty; give words to look for, e.g. "
+                          "slmbook search --docs notes/ \"gradient clipping\"")
+
+    def note(message: str) -> None:
+        print(f"slmbook search: note: {message}", file=sys.stderr)
+
+    index = Path(args.index) if args.index else None
+    docs = None if args.docs is None else collect_documents(args.docs, note, exclude=index)
+    retriever = build_or_reuse(docs, index, note)
+    print(format_hits(retriever.search(args.query, args.k)))
+    return 0
+
+
+_COMMANDS = {"train": _train, "generate": _generate, "ask": _ask, "search": _search}
+
+
 def _note(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
           line: Any = None) -> None:
     print(f"slmbook: note: {message}", file=sys.stderr)
@@ -354,8 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     sub = parser._subparsers._group_actions[0].choices[args.command]
-    flag, path = ("--resume", args.resume) if args.command == "train" else (
-        "--checkpoint", args.checkpoint)
+    flag, path = {"train": ("--resume", getattr(args, "resume", None)),
+                  "generate": ("--checkpoint", getattr(args, "checkpoint", None))}.get(
+        args.command, ("", None))
     if path is not None and Path(path).is_dir():
         sub.error(f"{flag}: {path!r} is a directory; give the checkpoint file in it")
     if path is not None and not Path(path).is_file():
@@ -365,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = _note  # the library's warnings, as one-line notes
         try:
-            return _train(args) if args.command == "train" else _generate(args)
+            return _COMMANDS[args.command](args)
         except _UsageError as err:
             sub.error(str(err))
         except KeyboardInterrupt:

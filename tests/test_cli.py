@@ -1,4 +1,4 @@
-"""slmbook.cli: the ``slmbook`` command (``train`` and ``generate``).
+"""slmbook.cli: the ``slmbook`` command (``train``, ``generate``, ``ask`` and ``search``).
 
 Covers: ``--help`` documents every option; unknown options, bad values and
 missing or corrupt checkpoints give a message and exit status 2, never a
@@ -9,6 +9,7 @@ process and (marked slow) in a subprocess through ``python -m slmbook``.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 import signal
 import subprocess
@@ -33,7 +34,7 @@ def corpus(tmp_path):
 
 def test_help_explains_every_option(capsys):
     parser = build_parser()
-    for command in ("train", "generate"):
+    for command in ("train", "generate", "ask", "search"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
@@ -312,3 +313,160 @@ def test_epochs_alone_replaces_the_default_steps(corpus, tmp_path, capsys):
     with pytest.raises(SystemExit, match="2"):
         main(["train", "--epochs", "1", "--steps", "5", *TINY])
     assert "give exactly one of max_steps and epochs" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- ask
+
+
+@pytest.fixture
+def tiny_reader(monkeypatch):
+    """A tiny untrained reader in place of the shipped one (the pipeline is what is tested)."""
+    import torch
+
+    from slmbook import rag
+    from slmbook.reader import ReaderTokenizer, make_reader
+
+    torch.manual_seed(0)
+    model = make_reader(n_layer=1, n_head=1, n_embd=8).eval()
+    monkeypatch.setattr(rag, "pretrained_reader", lambda: (model, ReaderTokenizer()))
+    return model
+
+
+QUESTION = "Which city does Zukra Tasror live in?"  # a held-out person of make_world(0)
+
+
+def test_ask_answers_and_shows_the_passages_read(tiny_reader, capsys):
+    assert main(["ask", QUESTION, "--show-passages"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("answer: ") and "[3]" in out and "Zukra Tasror lives in" in out
+    assert main(["ask", QUESTION, "--k", "0", "--show-passages"]) == 0  # closed book
+    out = capsys.readouterr().out
+    assert out.startswith("answer: ") and "[1]" not in out
+
+
+def test_ask_abstains_below_min_score(tiny_reader, capsys):
+    assert main(["ask", "Which city does Nobody Atall live in?", "--min-score", "0.99"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "I don't know"
+    assert "abstained: the best passage scores" in captured.err
+
+
+@pytest.mark.parametrize(("argv", "match"), [
+    (["ask", "   "], "the question is empty"),
+    (["ask", QUESTION, "--k", "-1"], "expected an integer >= 0"),
+    (["ask", QUESTION, "--min-score", "nan"], "expected a finite number"),
+])
+def test_ask_bad_arguments_exit_2(tiny_reader, argv, match, capsys):
+    with pytest.raises(SystemExit, match="2"):
+        main(argv)
+    assert match in capsys.readouterr().err
+
+
+def test_ask_outside_the_reader_alphabet_exits_2(tiny_reader, capsys):
+    assert main(["ask", "Where does Zoë live?"]) == 2
+    err = capsys.readouterr().err
+    assert "slmbook ask: error: character 'ë'" in err and "Traceback" not in err
+
+
+def test_ask_without_the_shipped_reader_says_how_to_make_it(monkeypatch, tmp_path, capsys):
+    from slmbook import rag
+
+    monkeypatch.setattr(rag.importlib.resources, "files", lambda package: tmp_path)
+    assert main(["ask", QUESTION]) == 2
+    err = capsys.readouterr().err
+    assert "slmbook ask: error: the shipped reader" in err and "is missing" in err
+    assert "scripts/train_reader.py" in err and "Traceback" not in err
+
+
+READER = importlib.resources.files("slmbook") / "assets" / "reader.pt"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not READER.is_file(), reason="the shipped reader is not trained yet")
+def test_ask_with_the_shipped_reader(capsys):
+    assert main(["ask", QUESTION]) == 0
+    assert capsys.readouterr().out.strip() == "Quito"
+
+
+# ----------------------------------------------------------------------------- search
+
+
+@pytest.fixture
+def docs(tmp_path):
+    root = tmp_path / "notes"
+    (root / "sub").mkdir(parents=True)
+    (root / "clip.txt").write_text("Gradient clipping caps the norm of the gradient.\n",
+                                   encoding="utf-8")
+    (root / "sub" / "adam.md").write_text("AdamW keeps two moments per parameter.\n",
+                                          encoding="utf-8")
+    (root / ".hidden.txt").write_text("gradient gradient gradient", encoding="utf-8")
+    return root
+
+
+def test_search_finds_files_in_folders_recursively(docs, capsys):
+    assert main(["search", "--docs", str(docs), "--k", "1", "how many moments does AdamW keep"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"1. {docs / 'sub' / 'adam.md'}#0  score=") and "two moments" in out
+    assert main(["search", "--docs", str(docs), "gradient"]) == 0
+    out = capsys.readouterr().out
+    assert "clip.txt#0" in out and ".hidden" not in out
+
+
+def test_search_skips_binary_and_non_utf8_files_with_a_note(docs, capsys):
+    (docs / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0gradient")
+    (docs / "latin1.txt").write_bytes("caf\xe9 gradient".encode("latin-1"))
+    assert main(["search", "--docs", str(docs), "gradient"]) == 0
+    captured = capsys.readouterr()
+    assert "image.png': a binary file" in captured.err
+    assert "latin1.txt': not UTF-8 text" in captured.err and "clip.txt" in captured.out
+
+
+def test_search_index_is_saved_reused_and_refitted_when_files_change(docs, tmp_path, capsys):
+    index = tmp_path / "notes.idx"
+    argv = ["search", "--docs", str(docs), "--index", str(index), "gradient"]
+    assert main(argv) == 0
+    assert "saved the index of 2 files (2 passages)" in capsys.readouterr().err
+    assert main(argv) == 0
+    assert "reusing the index" in capsys.readouterr().err
+    (docs / "clip.txt").write_text("Clipping is now about something else.", encoding="utf-8")
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "the files changed since" in err and "saved the index" in err
+    assert main(["search", "--index", str(index), "moments"]) == 0  # the index alone
+    assert "adam.md#0" in capsys.readouterr().out
+
+
+def test_search_never_overwrites_a_file_that_is_not_an_index(docs, tmp_path, capsys):
+    other = tmp_path / "thesis.txt"
+    other.write_text("my thesis", encoding="utf-8")
+    assert main(["search", "--docs", str(docs), "--index", str(other), "gradient"]) == 2
+    assert "is not a search index" in capsys.readouterr().err
+    assert other.read_text(encoding="utf-8") == "my thesis"
+    fake = tmp_path / "fake.zip"
+    with __import__("zipfile").ZipFile(fake, "w") as z:
+        z.writestr("a.txt", "zip, not an index")
+    before = fake.read_bytes()
+    assert main(["search", "--index", str(fake), "gradient"]) == 2
+    assert "--index: " in capsys.readouterr().err and fake.read_bytes() == before
+
+
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda root: ["--docs", str(root / "missing")], "does not exist"),
+    (lambda root: ["--docs", str(root / "empty")], "holds no files"),
+    (lambda root: ["--docs", str(root / "blob.bin")], "no readable text"),
+    (lambda root: [], "give --docs PATH"),
+    (lambda root: ["--index", str(root / "none.idx")], "none.idx' does not exist"),
+    (lambda root: ["--index", str(root)], "is a folder"),
+])
+def test_search_bad_input_exits_2_with_a_message(tmp_path, make, match, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "blob.bin").write_bytes(b"\0\1\2")
+    assert main(["search", *make(tmp_path), "query"]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+
+
+def test_search_empty_query_exits_2(docs, capsys):
+    with pytest.raises(SystemExit, match="2"):
+        main(["search", "--docs", str(docs), " "])
+    assert "the query is empty" in capsys.readouterr().err
