@@ -11,9 +11,11 @@ another host blocked (as on a machine without network), and checked:
 * every image loads (natural width > 0);
 * every equation is typeset by MathJax, which is served from the site itself:
   each ``.math`` element holds an ``mjx-container``, no MathJax error, and no
-  raw ``\\(``, ``\\[`` or ``$$`` left in the visible text outside code;
+  raw ``\\(``, ``\\[`` or ``$$`` left in the visible text outside code; a page
+  whose source has math shows typeset math;
 * every widget has a static rendering on the page (the widget itself, drawn
-  from its saved state, or an image or text beside it in the same cell);
+  from its saved state, or an image or text beside it in the same cell), and
+  every ``to_jshtml`` animation has its frames and the icons of its buttons;
 * every internal link points to an existing file, and to an existing anchor.
 
 Plus: the search page finds "cross-entropy" in chapter 4, a chapter opened as
@@ -259,6 +261,26 @@ def test_the_book_has_pages_images_equations_and_widgets(crawl):
     assert sum(len(crawl[p].data["images"]) for p in chapters) >= 20
     assert sum(crawl[p].data["containers"] for p in chapters) >= 50
     assert sum(len(crawl[p].data["widgets"]) for p in chapters) >= 1
+
+
+def _source_has_math(source: Path) -> bool:
+    if source.suffix == ".ipynb":
+        cells = json.loads(source.read_text(encoding="utf-8"))["cells"]
+        text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    else:
+        text = source.read_text(encoding="utf-8")
+    return bool(re.search(r"\$[^$\s][^$]*\$|\$\$|\{math\}|```\{math\}", text))
+
+
+def test_every_page_whose_source_has_math_shows_typeset_math(crawl, site: Path):
+    missing = []
+    for path, page in crawl.items():
+        stem = path.removesuffix(".html")
+        sources = [site / "_sources" / f"{stem}{ext}" for ext in (".ipynb", ".md")]
+        if any(src.is_file() and _source_has_math(src) for src in sources):
+            if page.data["containers"] == 0:
+                missing.append(path)
+    assert missing == []
 
 
 def test_search_finds_cross_entropy(browser, base_url: str):
