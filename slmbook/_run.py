@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from slmbook import _files, checkpoints
+from slmbook import _files, checkpoints, devices
+from slmbook import distributed as ddp
 from slmbook._checks import model_block_size, model_device, positive_int
 from slmbook.batches import BatchSource, BatchStream, count_tokens
 from slmbook.callbacks import Callback, EarlyStopping, History
@@ -40,14 +41,22 @@ class Run:
     def __init__(self, model: nn.Module, train_data: BatchSource, val_data: BatchSource | None,
                  config: TrainConfig, optimizer: torch.optim.Optimizer, own_optimizer: bool,
                  loss_fn: LossFn, early_stopping: EarlyStopping | None, tokenizer: Any,
-                 meta: Any) -> None:
+                 meta: Any, ctx: ddp.Context | None = None) -> None:
         if early_stopping is not None and val_data is None:
             raise ValueError("early_stopping needs val_data: it watches the validation loss")
         self.model, self.config, self.loss_fn, self.early_stopping = (
             model, config, loss_fn, early_stopping)
         self.tokenizer, self.meta = tokenizer, dict(meta or {})
+        self.ctx = ctx or ddp.Context()
+        if isinstance(train_data, torch.Tensor) and config.batch_size % self.ctx.world_size:
+            raise ValueError(f"batch_size={config.batch_size} is the global batch: it must be a "
+                             f"multiple of the {self.ctx.world_size} processes, each taking "
+                             f"batch_size / {self.ctx.world_size} rows")
         block_size = positive_int("block_size", config.block_size or model_block_size(model))
         device = model_device(model)
+        self.amp = lambda: devices.autocast(device, config.dtype)
+        self.scaler = devices.grad_scaler(device, config.dtype)
+        self.forward_model = ddp.wrap(model, self.ctx)  # DDP averages the gradients of all ranks
         self.generator = torch.Generator().manual_seed(config.seed)
         stream = (config.batch_size, block_size, self.generator, device)
         self.draw = BatchStream(train_data, "train_data", *stream)
@@ -61,7 +70,7 @@ class Run:
         self.schedule_steps = self.max_steps  # the horizon of the schedule (kept on resume)
         self.scheduler = self._scheduler(config.schedule)
         self.step, self.history, self.last_saved = 0, History(), None
-        if config.checkpoint_path is not None:  # fail now, not after the training
+        if config.checkpoint_path is not None and self.ctx.is_main:  # fail now, not after
             checkpoints.check_writable(self._path(0))
             _files.check_free_space(self._path(0), _checkpoint_bytes(
                 model, self.optimizer, early_stopping))
@@ -80,11 +89,11 @@ class Run:
     def take_step(self, clock: Callable[[], float]) -> None:
         """One optimisation step, recorded in the history."""
         lr_now = self.optimizer.param_groups[0]["lr"]
-        loss, tokens = _forward_backward(self.model, self.draw, self.loss_fn,
-                                         self.config.grad_accum_steps)
+        loss, tokens = self._forward_backward()
+        loss = ddp.all_mean(loss, self.ctx)  # the same number, and decision, on every rank
         if not math.isfinite(loss):
             raise FloatingPointError(self.non_finite_message(loss))
-        _update(self.model, self.optimizer, self.scheduler, self.config.grad_clip)
+        _update(self.model, self.optimizer, self.scheduler, self.config.grad_clip, self.scaler)
         self.step += 1
         h = self.history
         h.steps.append(self.step)
@@ -97,16 +106,52 @@ class Run:
         """Evaluate both splits, log, call the hooks; return "early_stopping" to stop."""
         h = self.history
         h.eval_steps.append(self.step)
-        h.eval_train_loss.append(_mean_loss(self.model, self.eval_train, self.loss_fn))
-        val = math.nan if self.eval_val is None else _mean_loss(self.model, self.eval_val,
-                                                                self.loss_fn)
+        h.eval_train_loss.append(self._mean_loss(self.eval_train))
+        val = math.nan if self.eval_val is None else self._mean_loss(self.eval_val)
         h.eval_val_loss.append(val)
-        for hook in hooks:
+        for hook in hooks if self.ctx.is_main else ():  # rank 0 alone logs and samples
             hook.on_eval(h, self.model)
-        es = self.early_stopping
+        es = self.early_stopping  # every rank sees the same reduced loss, so decides alike
         if es is not None and es.update(val, self.model, self.step):
             return "early_stopping"
         return None
+
+    def _forward_backward(self) -> tuple[float, int]:
+        """Accumulate the gradient of the mean loss over ``grad_accum_steps`` global batches.
+
+        Each rank computes its shard of every batch; DDP all-reduces (averages)
+        the gradients on the last micro-batch only. A shard's loss is weighted
+        by W times its share of the batch's tokens (:func:`count_tokens`: 1
+        for equal windows), so that the average is the whole batch's loss, as
+        in one process, when shards hold unequal numbers of tokens. Returns
+        this rank's weighted loss and the tokens of the global batches.
+        """
+        accum, total, tokens = self.config.grad_accum_steps, 0.0, 0
+        for i in range(accum):
+            batch = self.draw()
+            part, n = ddp.shard(batch, self.ctx), count_tokens(batch)
+            tokens += n
+            share = self.ctx.world_size * count_tokens(part) / n if self.ctx.active and n else 1.0
+            with ddp.no_sync(self.forward_model, last=i == accum - 1):
+                with self.amp():
+                    loss = self.loss_fn(self.forward_model, part) * share  # ()
+                scaled = loss / accum
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            total += loss.item() / accum
+        return total, tokens
+
+    def _mean_loss(self, batches: Sequence[Any]) -> float:
+        """The loss over fixed batches, each weighted by its tokens, summed over all ranks."""
+        total, weight = 0.0, 0
+        with evaluating(self.model):
+            for batch in batches:
+                part = ddp.shard(batch, self.ctx)
+                n = max(count_tokens(part), 1)
+                with self.amp():
+                    total += float(self.loss_fn(self.model, part)) * n
+                weight += n
+        total, weight = ddp.all_sums([total, weight], self.ctx)
+        return total / weight if weight else math.nan
 
     def non_finite_message(self, loss: float) -> str:
         kept = (f"the last good checkpoint is {str(self.last_saved)!r}" if self.last_saved
@@ -129,7 +174,12 @@ class Run:
         es = self.early_stopping
         state = {"config": self.config.to_dict(), "max_steps": self.max_steps,
                  "schedule_steps": self.schedule_steps, "batches_consumed": self.draw.consumed,
-                 "early_stopping": es.state_dict() if es is not None else None}
+                 "early_stopping": es.state_dict() if es is not None else None,
+                 "world_size": self.ctx.world_size,
+                 "grad_scaler": self.scaler.state_dict() if self.scaler else None}
+        if not self.ctx.is_main:  # rank 0 alone writes; the others hold the same state
+            self.last_saved = self._path(self.step)
+            return
         self.last_saved = checkpoints.save(
             self._path(self.step), self.model, self.optimizer, scheduler=self.scheduler,
             step=self.step, tokenizer=self.tokenizer, generator=self.generator,
@@ -153,7 +203,7 @@ class Run:
                 f"max_steps is now {self.max_steps}, but the {self.config.schedule!r} schedule "
                 f"keeps its original {horizon} steps (the learning rate does not jump); "
                 f"steps past {horizon} run at its final rate. Start a new run for a schedule "
-                f"over {self.max_steps} steps", stacklevel=3)
+                f"over {self.max_steps} steps", stacklevel=4)
         if self.own_optimizer:
             apply_changes(path, self.optimizer, self.scheduler, stored, self.config)
         if ckpt.rng is not None:
@@ -163,6 +213,8 @@ class Run:
         self.draw.skip(state.get("batches_consumed", 0))
         if self.early_stopping is not None and state.get("early_stopping") is not None:
             self.early_stopping.load_state_dict(state["early_stopping"])
+        if self.scaler is not None and state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
 
 
 def _checkpoint_bytes(model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -176,38 +228,21 @@ def _checkpoint_bytes(model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def _update(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-            grad_clip: float | None) -> None:
+            grad_clip: float | None, scaler: Any = None) -> None:
+    """Clip the (all-reduced, hence global) gradient norm and step; float16 through ``scaler``."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     if grad_clip is not None:
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        if not torch.isfinite(norm):
+        if not torch.isfinite(norm) and scaler is None:  # a scaler skips such steps itself
             raise FloatingPointError(
                 f"the gradient norm is {norm.item()}; training stopped before updating the "
                 "parameters (the last checkpoint on disk is kept). Lower the learning rate")
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     if scheduler is not None:
         scheduler.step()
-
-
-def _forward_backward(model: nn.Module, draw: Callable[[], Any], loss_fn: LossFn,
-                      accum: int) -> tuple[float, int]:
-    """Accumulate the gradient of the mean loss over ``accum`` batches; return it and the tokens."""
-    total, tokens = 0.0, 0
-    for _ in range(accum):
-        batch = draw()
-        loss = loss_fn(model, batch)  # ()
-        (loss / accum).backward()
-        total += loss.item() / accum
-        tokens += count_tokens(batch)
-    return total, tokens
-
-
-def _mean_loss(model: nn.Module, batches: Sequence[Any], loss_fn: LossFn) -> float:
-    """The loss over fixed batches, each weighted by its tokens."""
-    total, weight = 0.0, 0
-    with evaluating(model):
-        for batch in batches:
-            n = max(count_tokens(batch), 1)
-            total += float(loss_fn(model, batch)) * n
-            weight += n
-    return total / weight if weight else math.nan

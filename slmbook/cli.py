@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import re
 import sys
 import warnings
@@ -85,7 +86,9 @@ CLI_DEFAULTS = {
     "block_size": 64,  # the command builds the model: --block-size is its context and the windows'
     "checkpoint_path": "slmbook-run.pt",  # a command always leaves its result on disk
     "checkpoint_every": 500,  # a crash loses at most 500 steps of work
+    "device": "auto",  # the command builds the model itself: on a GPU when there is one
 }
+_MACHINE = ("device",)  # where a run trains is this machine's business: --resume never restores it
 _FLAGS = {"max_steps": ["--max-steps", "--steps"], "checkpoint_path": ["--out"],
           "progress": ["--no-progress"]}
 _GROUP = {"block_size": "model", "checkpoint_path": "output", "checkpoint_every": "output",
@@ -264,7 +267,7 @@ def _train_config(args: argparse.Namespace, stored: dict[str, Any] | None) -> An
             raise ValueError(f"--resume: {args.resume!r} holds a malformed training "
                              f"configuration (a {type(stored).__name__}, not a dict)")
         values = {**values, **{k: v for k, v in stored.items()
-                               if k in values and k not in args.given}}
+                               if k in values and k not in args.given and k not in _MACHINE}}
         try:
             TrainConfig(**{**values, "max_steps": values["max_steps"] or 1, "epochs": None})
         except (TypeError, ValueError) as err:
@@ -299,6 +302,7 @@ def _train(args: argparse.Namespace) -> int:
 
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when piped
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone prints
     ckpt = checkpoints.load(args.resume) if args.resume else None
     config = _train_config(args, ckpt and (ckpt.training_state or {}).get("config"))
     if args.threads:
@@ -321,8 +325,9 @@ def _train(args: argparse.Namespace) -> int:
                                            if k not in args.given and k != "vocab_size"}}
     model = GPT(GPTConfig(**model_config))
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"corpus: {len(text):,} characters, vocabulary {tokenizer.vocab_size}, "
-          f"hash {corpus_hash(text)}; model: {n_params:,} parameters", flush=True)
+    if main:
+        print(f"corpus: {len(text):,} characters, vocabulary {tokenizer.vocab_size}, "
+              f"hash {corpus_hash(text)}; model: {n_params:,} parameters", flush=True)
     callbacks = [_report]
     if args.sample_length > 0:
         prompt = "\n" if "\n" in text else text[0]
@@ -336,11 +341,13 @@ def _train(args: argparse.Namespace) -> int:
     seconds = history.time[-1] if history.time else 0.0
     tokens = history.tokens[-1] if history.tokens else 0
     saved = config.checkpoint_file(history.steps[-1] if history.steps else 0)
-    print(f"stopped ({history.stop_reason}) after {len(history.steps)} steps, "
-          f"{seconds:.0f} s, {tokens / max(seconds, 1e-9):,.0f} tokens/s; "
-          f"checkpoint: {saved}")
+    if main:
+        print(f"stopped ({history.stop_reason}) after {len(history.steps)} steps, "
+              f"{seconds:.0f} s, {tokens / max(seconds, 1e-9):,.0f} tokens/s; "
+              f"checkpoint: {saved}")
     if history.stop_reason in ("interrupted", "terminated"):
-        print(f"{history.stop_reason}: resume with --resume {saved}", file=sys.stderr)
+        if main:
+            print(f"{history.stop_reason}: resume with --resume {saved}", file=sys.stderr)
         return 130 if history.stop_reason == "interrupted" else 143  # 128 + SIGINT / SIGTERM
     return 0
 

@@ -82,7 +82,7 @@ def restore_rng_states(states: dict[str, Any], generator: torch.Generator | None
 
 
 _SCHEDULE_FIELDS = ("schedule", "warmup_steps", "min_lr_ratio")  # a resumed run keeps these
-_INEXACT_FIELDS = ("batch_size", "block_size", "grad_accum_steps", "grad_clip", "seed")
+_INEXACT_FIELDS = ("batch_size", "block_size", "grad_accum_steps", "grad_clip", "seed", "dtype")
 
 
 def check_same_run(path: Any, old_meta: dict, new_meta: dict, stored: dict, new: dict) -> None:
@@ -110,7 +110,7 @@ def check_same_run(path: Any, old_meta: dict, new_meta: dict, stored: dict, new:
                if n in stored and stored[n] != new[n]]
     if changed:
         warnings.warn(f"resuming {str(path)!r} with {', '.join(changed)}: applied, so the run "
-                      "is no longer an exact continuation of the interrupted one", stacklevel=4)
+                      "is no longer an exact continuation of the interrupted one", stacklevel=5)
 
 
 def apply_changes(path: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -138,7 +138,7 @@ def apply_changes(path: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
     if (old_lr, old_wd) != (config.lr, config.weight_decay):
         warnings.warn(f"resuming {str(path)!r} with lr={config.lr:g}, weight_decay="
                       f"{config.weight_decay:g} (the checkpoint's run used {old_lr:g}, "
-                      f"{old_wd:g}): the new values apply from the next step on", stacklevel=4)
+                      f"{old_wd:g}): the new values apply from the next step on", stacklevel=5)
 
 
 _STOPS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,9 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from slmbook import _files
+from slmbook import _files, devices
+from slmbook import distributed as ddp
 from slmbook._checks import (
     finite_float,
+    model_device,
     non_negative_int,
     positive_float,
     positive_int,
@@ -117,6 +120,12 @@ class TrainConfig:
         "help": "steps between checkpoints, the most work a crash can lose (None: only at "
                 "the end)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    device: str | None = field(default=None, metadata={
+        "help": "'auto' (CUDA if present, else CPU), 'cpu', 'cuda' or 'mps' (not bit for bit "
+                "reproducible): the model is moved there (None: train where the model is)"})
+    dtype: str = field(default="float32", metadata={
+        "help": "precision of the forward pass: 'float32', or 'bfloat16' / 'float16' by "
+                "autocast (float16 with a gradient scaler on CUDA); float32 is faster on CPUs"})
 
     def __post_init__(self) -> None:
         positive_int("max_steps", self.max_steps, allow_none=True)
@@ -149,6 +158,8 @@ class TrainConfig:
             raise ValueError("checkpoint_every needs checkpoint_path: give the file to write")
         if not isinstance(self.progress, bool):
             raise TypeError(f"progress must be True or False, got {self.progress!r}")
+        devices.check_device(self.device)
+        devices.check_dtype(self.dtype)
 
     def checkpoint_file(self, step: int) -> Path | None:
         """The file the checkpoint of ``step`` goes to (``{step}`` in the path filled in)."""
@@ -267,31 +278,58 @@ def train(model: nn.Module, train_data: BatchSource, val_data: BatchSource | Non
     warning, and keeps the schedule's length when ``max_steps`` grows
     (:mod:`slmbook.resuming`).
 
+    **Several processes**: called in every worker of ``torchrun
+    --nproc_per_node=W`` (:mod:`slmbook.distributed`), ``train`` joins the
+    process group, wraps the model in ``DistributedDataParallel`` and gives
+    each rank ``batch_size / W`` rows of the same global batch (``batch_size``
+    is the global batch), so that W processes compute the update of one, up
+    to float rounding. Losses, evaluations and the decision to stop are
+    shared by all ranks; rank 0 alone calls the callbacks, shows progress and
+    writes checkpoints, which load in one process as in W. ``device`` and
+    ``dtype`` choose where and in which precision the forward pass runs
+    (:mod:`slmbook.devices`).
+
     See chapter 7, "Iterating" (book/07_iterate.ipynb).
     """
     config = _configure(config, overrides)
+    if config.device is not None:  # under torchrun, LOCAL_RANK picks this process's GPU
+        model.to(devices.resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0))))
+    with ddp.process_group(model_device(model)) as ctx:
+        history = _loop(model, train_data, val_data, config, optimizer, loss_fn, callbacks,
+                        early_stopping, resume_from, tokenizer, meta, ctx)
+    if early_stopping is not None:
+        early_stopping.restore(model)
+    return history
+
+
+def _loop(model: nn.Module, train_data: BatchSource, val_data: BatchSource | None,
+          config: TrainConfig, optimizer: torch.optim.Optimizer | None, loss_fn: LossFn | None,
+          callbacks: Sequence[Callback | Callable], early_stopping: EarlyStopping | None,
+          resume_from: str | Path | None, tokenizer: Any, meta: dict[str, Any] | None,
+          ctx: ddp.Context) -> History:
     own = optimizer is None  # config.lr and weight_decay apply to slmbook's own AdamW only
     optimizer = optimizer or make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
     run = Run(model, train_data, val_data, config, optimizer, own, loss_fn or next_token_loss,
-              early_stopping, tokenizer, meta)
+              early_stopping, tokenizer, meta, ctx)
     hooks = [as_callback(cb) for cb in callbacks]
+    step_hooks = hooks if ctx.is_main else []  # rank 0 alone logs, samples and shows progress
     from tqdm.auto import tqdm
 
     with contextlib.ExitStack() as stack:
-        if config.checkpoint_path is not None:  # one run at a time writes these files
+        if config.checkpoint_path is not None and ctx.is_main:  # one run at a time writes them
             stack.enter_context(_files.locked(Path(str(config.checkpoint_path))))
         if resume_from is not None:
             run.resume(resume_from)
         signalled = stack.enter_context(stop_signals())  # also covers the final save
         bar = stack.enter_context(tqdm(total=run.max_steps, initial=run.step, desc="training",
-                                       disable=not config.progress))
+                                       disable=not (config.progress and ctx.is_main)))
         history, stop = run.history, None
         model.train()
         start, offset = time.perf_counter(), (history.time[-1] if history.time else 0.0)
         while run.step < run.max_steps and stop is None:
             run.take_step(lambda: offset + time.perf_counter() - start)  # chapters 3 to 6
             bar.update(1)
-            for hook in hooks:
+            for hook in step_hooks:
                 hook.on_step(history, model)
             if run.step % config.eval_every == 0 or run.step == run.max_steps:
                 stop = run.evaluate(hooks)
@@ -303,13 +341,12 @@ def train(model: nn.Module, train_data: BatchSource, val_data: BatchSource | Non
             limit = config.time_limit  # this run's time, not the resumed runs' before it
             if stop is None and limit is not None and time.perf_counter() - start >= limit:
                 stop = "time_limit"
+            stop = ddp.agree(stop, ctx)  # every rank stops at the same step, for one reason
         if history.steps and stop in ("time_limit", None) and history.eval_steps[-1:] != [run.step]:
             run.evaluate(hooks)  # the final figures, when the last step was not evaluated
         history.stop_reason = stop or "max_steps"
         if config.checkpoint_path is not None:
             run.save()
-    if early_stopping is not None:
-        early_stopping.restore(model)
     return history
 
 
