@@ -174,7 +174,10 @@ def crawl(site: Path, site_pages: list[str], base_url: str, browser,
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         record: dict[str, list[str]] = {}
         _block_outside(context, base_url, record)
-        results[path] = _visit(context, base_url, path, record, screenshots, site)
+        try:
+            results[path] = _visit(context, base_url, path, record, screenshots, site)
+        except Exception as exc:  # one page that cannot be opened fails its own tests only
+            results[path] = Page(path, data=dict(EMPTY), js_errors=[f"could not open: {exc}"])
         context.close()
     return results
 
