@@ -10,12 +10,16 @@ Examples::
 
 ``python -m slmbook ...`` does the same. The options of ``train`` are
 generated from :class:`slmbook.training.TrainConfig`, with its defaults
-(except the four in ``CLI_DEFAULTS``, each with its reason). Mistakes in the
+(except the five in ``CLI_DEFAULTS``, each with its reason). Mistakes in the
 arguments (an unknown option, a bad value, a missing or unreadable
-checkpoint, an ``--out`` that holds another file) print a one-line message
-and exit with status 2. An interrupted training saves a resumable checkpoint
-and exits with status 130 (Ctrl-C) or 143 (SIGTERM); a second Ctrl-C stops at
-once, also with 130, and leaves the previous checkpoint intact.
+checkpoint or file, an ``--out`` or ``--index`` that holds another file)
+print a one-line message and exit with status 2. An interrupted training
+saves a resumable checkpoint and exits with status 130 (Ctrl-C) or 143
+(SIGTERM); a second Ctrl-C stops at once, also with 130, and leaves the
+previous checkpoint intact. ``torchrun --nproc_per_node=N -m slmbook train``
+trains on N processes (rank 0 alone prints and writes; see
+:mod:`slmbook.distributed`). ``ask`` and ``search`` live in
+:mod:`slmbook._commands`.
 
 Taught in chapter 7, "Iterating" (book/07_iterate.ipynb).
 """
@@ -33,6 +37,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from slmbook._commands import (
+    UsageError,
+    add_ask,
+    add_search,
+    ask,
+    non_negative_int_arg,
+    positive_float_arg,
+    positive_int_arg,
+    search,
+    seed_arg,
+)
+
 __all__ = ["CLI_DEFAULTS", "build_parser", "main"]
 
 _EPILOG_TRAIN = """\
@@ -40,43 +56,6 @@ The defaults (4 layers, 4 heads, width 128, context 64, batch 12, 2000 steps)
 take about two minutes on 2 CPU cores. Ctrl-C (or SIGTERM) stops at the end of
 the current step and saves a checkpoint that --resume continues exactly, with
 the options stored in it; an option given again replaces the stored one."""
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0 for none), got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    value = _non_negative_int(text)
-    if value >= 2**64:
-        raise argparse.ArgumentTypeError(f"expected a seed below 2**64, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {value}")
-    return value
 
 
 # The only TrainConfig defaults the command sets differently, each for a reason (a test
@@ -155,18 +134,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
                    help="fraction of the text, at its end, kept for validation (default: 0.1)")
     m = p.add_argument_group("model")
-    m.add_argument("--n-layer", type=_positive_int, default=4, action=_Given,
+    m.add_argument("--n-layer", type=positive_int_arg, default=4, action=_Given,
                    help="transformer blocks (default: 4)")
-    m.add_argument("--n-head", type=_positive_int, default=4, action=_Given,
+    m.add_argument("--n-head", type=positive_int_arg, default=4, action=_Given,
                    help="attention heads per block; must divide --n-embd (default: 4)")
-    m.add_argument("--n-embd", type=_positive_int, default=128, action=_Given,
+    m.add_argument("--n-embd", type=positive_int_arg, default=128, action=_Given,
                    help="width of each token's vector (default: 128)")
     m.add_argument("--dropout", type=float, default=0.0, action=_Given,
                    help="dropout rate in [0, 1) (default: 0)")
     t = p.add_argument_group("training")
     o = p.add_argument_group("output")
     _add_config_options({"model": m, "training": t, "output": o})
-    t.add_argument("--threads", type=_positive_int, default=None,
+    t.add_argument("--threads", type=positive_int_arg, default=None,
                    help="torch CPU threads (default: torch's choice)")
     o.add_argument("--resume", metavar="PATH", default=None,
                    help="continue a run from its checkpoint, with its options; an option given "
@@ -174,7 +153,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--force", action="store_true",
                    help="overwrite an existing checkpoint at --out (never a file that is not "
                         "a checkpoint)")
-    o.add_argument("--sample-length", type=_non_negative_int, default=200, metavar="N",
+    o.add_argument("--sample-length", type=non_negative_int_arg, default=200, metavar="N",
                    help="characters per sample printed at each evaluation; 0 for none "
                         "(default: 200)")
 
@@ -185,53 +164,13 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", metavar="PATH", required=True,
                    help="checkpoint file (from `slmbook train`)")
     p.add_argument("--prompt", default=None, help="text to continue (default: a newline)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=300,
+    p.add_argument("--max-new-tokens", type=positive_int_arg, default=300,
                    help="tokens (characters) to generate (default: 300)")
-    p.add_argument("--temperature", type=_positive_float, default=0.8,
+    p.add_argument("--temperature", type=positive_float_arg, default=0.8,
                    help="softmax temperature: lower is more conservative (default: 0.8)")
-    p.add_argument("--top-k", type=_positive_int, default=None,
+    p.add_argument("--top-k", type=positive_int_arg, default=None,
                    help="sample only among the k most likely tokens (default: all)")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {value}")
-    return value
-
-
-def _add_ask(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ask", help="answer a question about the fact world of chapter 10 (RAG)",
-                       description="Answer a question with the shipped reader, reading the "
-                                   "passages TF-IDF retrieves from the default fact world.")
-    p.add_argument("question", help='e.g. "Which city does Zukra Tasror live in?"')
-    p.add_argument("--k", type=_non_negative_int, default=3,
-                   help="passages retrieved and read before the question; 0: closed book, the "
-                        "question alone (default: 3)")
-    p.add_argument("--show-passages", action="store_true",
-                   help="also print the passages read, with their scores")
-    p.add_argument("--min-score", type=_finite_float, default=None, metavar="S",
-                   help="answer \"I don't know\" when the best passage scores below S, a "
-                        "cosine in [0, 1] (default: always answer)")
-
-
-def _add_search(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="TF-IDF search over your own text files and folders",
-                       description="Search UTF-8 text files (folders recursively) for the "
-                                   "passages most similar to a query.")
-    p.add_argument("query", nargs="?", default=None,
-                   help="what to look for, in words (last, after the --docs paths, or first)")
-    p.add_argument("--docs", nargs="+", metavar="PATH", default=None,
-                   help="text files and folders to search (binary and non-UTF-8 files are "
-                        "skipped with a note)")
-    p.add_argument("--index", metavar="FILE", default=None,
-                   help="save the index here and reuse it while the files are unchanged; "
-                        "alone, search the saved index (never overwrites another file)")
-    p.add_argument("--k", type=_positive_int, default=5, help="hits to print (default: 5)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed (default: 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(sub)
     _add_generate(sub)
-    _add_ask(sub)
-    _add_search(sub)
+    add_ask(sub)
+    add_search(sub)
     return parser
 
 
@@ -283,11 +222,7 @@ def _train_config(args: argparse.Namespace, stored: dict[str, Any] | None) -> An
         found = [(m.start(), n) for n in names if (m := re.search(rf"\b{n}\b", str(err)))]
         name = min(found)[1] if found else None
         flag = _FLAGS.get(name, ["--" + name.replace("_", "-")])[0] if name else "option"
-        raise _UsageError(f"{flag}: {err}") from None
-
-
-class _UsageError(Exception):
-    """A bad option: reported like argparse's own errors (exit status 2)."""
+        raise UsageError(f"{flag}: {err}") from None
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -396,43 +331,7 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ask(args: argparse.Namespace) -> int:
-    from slmbook import rag
-
-    if not args.question.strip():
-        raise _UsageError("the question is empty; ask e.g. \"Which city does Zukra Tasror "
-                          "live in?\"")
-    pipeline = rag.default_rag(k=args.k, min_score=args.min_score)
-    answer = pipeline.answer(args.question)
-    print(rag.format_answer(answer) if args.show_passages else answer.text)
-    if answer.abstained:
-        best = f"{answer.hits[0].score:.3f}" if answer.hits else "none"
-        print(f"slmbook ask: note: abstained: the best passage scores {best}, below "
-              f"--min-score {args.min_score:g}", file=sys.stderr)
-    return 0
-
-
-def _search(args: argparse.Namespace) -> int:
-    from slmbook._docsearch import build_or_reuse, collect_documents
-    from slmbook.retrieval import format_hits
-
-    if args.query is None and args.docs and len(args.docs) > 1:
-        args.query = args.docs.pop()  # `--docs PATH... "query"`: --docs took the query too
-    if args.query is None or not args.query.strip():
-        raise _UsageError("the query is empty; give words to look for, e.g. "
-                          "slmbook search --docs notes/ \"gradient clipping\"")
-
-    def note(message: str) -> None:
-        print(f"slmbook search: note: {message}", file=sys.stderr)
-
-    index = Path(args.index) if args.index else None
-    docs = None if args.docs is None else collect_documents(args.docs, note, exclude=index)
-    retriever = build_or_reuse(docs, index, note)
-    print(format_hits(retriever.search(args.query, args.k)))
-    return 0
-
-
-_COMMANDS = {"train": _train, "generate": _generate, "ask": _ask, "search": _search}
+_COMMANDS = {"train": _train, "generate": _generate, "ask": ask, "search": search}
 
 
 def _note(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
@@ -458,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = _note  # the library's warnings, as one-line notes
         try:
             return _COMMANDS[args.command](args)
-        except _UsageError as err:
+        except UsageError as err:
             sub.error(str(err))
         except KeyboardInterrupt:
             print(f"slmbook {args.command}: interrupted again: stopped at once (a checkpoint "
