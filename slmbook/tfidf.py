@@ -102,8 +102,7 @@ class TfidfVectorizer:
     vocabulary_: dict[str, int]
         Term -> column, in alphabetical order of the terms.
     idf_: (V,) float64
-        The idf of each column (also computed, unused, with ``use_idf=False``);
-        assignable with one value per term, as in scikit-learn.
+        See the :attr:`idf_` property below.
     fixed_vocabulary_: bool
         Always ``False``: ``fit`` learns the vocabulary (no ``vocabulary=`` option).
 
@@ -172,7 +171,11 @@ class TfidfVectorizer:
 
     @property
     def idf_(self) -> np.ndarray:
-        """The idf of each column: (V,) float64."""
+        """The idf of each column: (V,) float64.
+
+        Also computed (unused) with ``use_idf=False``; assignable with one value
+        per term, as in scikit-learn.
+        """
         self._check_fitted("_idf")
         return self._idf
 
