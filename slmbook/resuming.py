@@ -25,6 +25,7 @@ import contextlib
 import random
 import signal
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -145,24 +146,32 @@ _STOPS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
 @contextlib.contextmanager
-def stop_signals() -> Iterator[Callable[[], str | None]]:
+def stop_signals(grace: float = 0.0) -> Iterator[Callable[[], str | None]]:
     """Turn the first Ctrl-C or SIGTERM into a stop reason read between steps.
 
     The first SIGINT (Ctrl-C, "interrupt the kernel") or SIGTERM (sent by
     ``timeout``, docker, systemd, Slurm) makes the returned function answer
     ``"interrupted"`` or ``"terminated"``, so that the loop stops at the end
     of the step and saves a resumable checkpoint. A second signal raises
-    ``KeyboardInterrupt`` at once. The previous handlers are put back on exit.
+    ``KeyboardInterrupt`` at once, unless it comes within ``grace`` seconds of
+    the first: under ``torchrun`` a Ctrl-C reaches each worker twice, from the
+    terminal and passed on by the launcher, and counts once. The previous
+    handlers are put back on exit.
 
     See chapter 7, "Iterating" (book/07_iterate.ipynb).
     """
     hits: list[int] = []
+    first: list[float] = []  # when the first signal came
     if threading.current_thread() is not threading.main_thread():
         yield lambda: None  # signals only reach the main thread
         return
 
     def handler(signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if hits and now - first[0] < grace:
+            return  # the same stop, delivered twice
         hits.append(signum)
+        first.append(now)
         if len(hits) > 1:
             raise KeyboardInterrupt
 

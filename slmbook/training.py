@@ -320,7 +320,7 @@ def _loop(model: nn.Module, train_data: BatchSource, val_data: BatchSource | Non
             stack.enter_context(_files.locked(Path(str(config.checkpoint_path))))
         if resume_from is not None:
             run.resume(resume_from)
-        signalled = stack.enter_context(stop_signals())  # also covers the final save
+        signalled = stack.enter_context(stop_signals(grace=2.0 if ctx.active else 0.0))
         bar = stack.enter_context(tqdm(total=run.max_steps, initial=run.step, desc="training",
                                        disable=not (config.progress and ctx.is_main)))
         history, stop = run.history, None

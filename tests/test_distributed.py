@@ -7,7 +7,8 @@ alone prints and writes; resuming under DDP equals the uninterrupted DDP run;
 a DDP checkpoint resumes in one process and a one-process checkpoint under
 DDP; train() itself with a custom loss on padded dataclass batches, gradient
 accumulation, clipping and early stopping gives the same result in 1 and 2
-processes; SIGTERM to torchrun stops every rank with one checkpoint. Without
+processes; SIGTERM to torchrun, and Ctrl-C to its whole process group (each
+worker gets it twice), stop every rank with one checkpoint. Without
 processes: shard() on tuples and dataclasses, the global batch that W does
 not divide, agree() and all_sums() in one process.
 """
@@ -158,7 +159,11 @@ def test_train_with_a_custom_loss_accumulation_clipping_and_early_stopping(tmp_p
 
 
 @pytest.mark.slow
-def test_sigterm_to_torchrun_stops_every_rank_with_one_checkpoint(tmp_path):
+@pytest.mark.parametrize(("send", "reason"), [
+    (lambda proc: proc.send_signal(signal.SIGTERM), "terminated"),  # Slurm, docker, `timeout`
+    (lambda proc: os.killpg(proc.pid, signal.SIGINT), "interrupted"),  # Ctrl-C in a terminal
+])
+def test_a_signal_stops_every_rank_with_one_checkpoint(tmp_path, send, reason):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(TEXT, encoding="utf-8")
     out = tmp_path / "run.pt"
@@ -170,14 +175,15 @@ def test_sigterm_to_torchrun_stops_every_rank_with_one_checkpoint(tmp_path):
     try:
         assert "corpus: " in proc.stdout.readline()
         assert "step      1:" in proc.stdout.readline()  # both ranks are training
-        proc.send_signal(signal.SIGTERM)  # what Slurm or docker send; torchrun passes it on
+        send(proc)  # torchrun passes it on: a Ctrl-C reaches every worker twice
         stdout, stderr = proc.communicate(timeout=TIMEOUT)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-    assert stdout.count("stopped (terminated)") == 1, stderr[-3000:]
-    assert stderr.count("terminated: resume with --resume") == 1
+    assert stdout.count(f"stopped ({reason})") == 1, stderr[-3000:]
+    assert stderr.count(f"{reason}: resume with --resume") == 1
+    assert "interrupted again" not in stderr
     step = checkpoints.load(out).step
     assert step >= 1 and [p.name for p in tmp_path.glob("*.pt")] == ["run.pt"]
     assert f"after {step} steps" in stdout  # every rank stopped at the same step
@@ -235,3 +241,15 @@ def test_launch_kills_the_whole_run_on_timeout(tmp_path):
     script.write_text("import time\ntime.sleep(600)\n", encoding="utf-8")
     with pytest.raises(subprocess.TimeoutExpired, match=r"timed out after 0\.5 seconds"):
         ddp.launch([str(script)], nproc=1, timeout=0.5)
+
+
+def test_a_signal_delivered_twice_within_the_grace_counts_once():
+    from slmbook.resuming import stop_signals
+
+    with stop_signals(grace=30.0) as signalled:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # the launcher passing the same Ctrl-C on
+        assert signalled() == "interrupted"
+    with pytest.raises(KeyboardInterrupt, match="^$"), stop_signals() as signalled:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # without a grace: a second Ctrl-C aborts
