@@ -131,7 +131,7 @@ class Run:
             batch = self.draw()
             part, n = ddp.shard(batch, self.ctx), count_tokens(batch)
             tokens += n
-            share = self.ctx.world_size * count_tokens(part) / n if self.ctx.active and n else 1.0
+            share = self._share(part, n)
             with ddp.no_sync(self.forward_model, last=i == accum - 1):
                 with self.amp():
                     loss = self.loss_fn(self.forward_model, part) * share  # ()
@@ -139,6 +139,21 @@ class Run:
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += loss.item() / accum
         return total, tokens
+
+    def _share(self, part: Any, n: int) -> float:
+        """W times the shard's share of the global batch's ``n`` tokens (1.0 in one process)."""
+        if not self.ctx.active or not n:
+            return 1.0
+        own = count_tokens(part)
+        if own == n:  # a count stored with the batch, not recounted for the shard
+            if not getattr(self, "_warned", False):
+                self._warned = True
+                warnings.warn(f"a {type(part).__name__} batch reports the same num_tokens for "
+                              "its shard as for the whole batch, so the ranks are weighted "
+                              "equally (exact only when they hold as many tokens); compute "
+                              "num_tokens from the batch's tensors", stacklevel=2)
+            return 1.0
+        return self.ctx.world_size * own / n
 
     def _mean_loss(self, batches: Sequence[Any]) -> float:
         """The loss over fixed batches, each weighted by its tokens, summed over all ranks."""

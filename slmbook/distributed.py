@@ -142,8 +142,14 @@ def _slice(batch: Any, rows: int, lo: int, hi: int) -> Any:
     if isinstance(batch, dict):
         return {k: _slice(v, rows, lo, hi) for k, v in batch.items()}
     if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        return dataclasses.replace(batch, **{f.name: _slice(getattr(batch, f.name), rows, lo, hi)
-                                             for f in dataclasses.fields(batch) if f.init})
+        changes = {f.name: _slice(getattr(batch, f.name), rows, lo, hi)
+                   for f in dataclasses.fields(batch) if f.init}
+        targets = changes.get("targets")
+        if isinstance(changes.get("num_tokens"), int) and isinstance(targets, torch.Tensor):
+            from slmbook.losses import IGNORE_INDEX  # a stored count: recount this shard's
+
+            changes["num_tokens"] = int((targets != IGNORE_INDEX).sum())
+        return dataclasses.replace(batch, **changes)
     return batch
 
 
@@ -151,7 +157,9 @@ def shard(batch: Any, ctx: Context) -> Any:
     """This rank's rows of a global ``batch``: rows ``[r B/W, (r+1) B/W)`` of every (B, ...) tensor.
 
     Tensors whose first dimension is the batch's B are cut; anything else
-    (scalars, other tensors, strings) is kept whole. B must be a multiple of W.
+    (scalars, other tensors, strings) is kept whole. A dataclass with an int
+    ``num_tokens`` field and a ``targets`` tensor gets the shard's count of
+    targets that are not ``IGNORE_INDEX`` (-100). B must be a multiple of W.
 
     Examples
     --------

@@ -250,6 +250,36 @@ def test_a_signal_delivered_twice_within_the_grace_counts_once():
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)  # the launcher passing the same Ctrl-C on
         assert signalled() == "interrupted"
-    with pytest.raises(KeyboardInterrupt, match="^$"), stop_signals() as signalled:
+    with pytest.raises(KeyboardInterrupt, match=r"^$"), stop_signals() as signalled:
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)  # without a grace: a second Ctrl-C aborts
+
+
+@dataclass
+class Scored:  # like slmbook.reader.ReaderBatch: a stored count of the scored targets
+    ids: torch.Tensor
+    targets: torch.Tensor
+    num_tokens: int
+
+
+def test_shard_recounts_a_stored_num_tokens_from_the_targets():
+    targets = torch.tensor([[1, -100], [2, 3], [-100, -100], [4, -100]])
+    batch = Scored(torch.zeros(4, 2, dtype=torch.long), targets, num_tokens=4)
+    first, second = (ddp.shard(batch, ddp.Context(rank=r, world_size=2)) for r in (0, 1))
+    assert (first.num_tokens, second.num_tokens) == (3, 1)
+
+
+def test_a_count_not_recounted_per_shard_weighs_ranks_equally_with_a_warning():
+    from slmbook._run import Run
+    from slmbook.model import GPT, GPTConfig
+    from slmbook.training import TrainConfig, make_optimizer
+
+    model = GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=8))
+    run = Run(model, torch.zeros(50, dtype=torch.long), None, TrainConfig(max_steps=1),
+              make_optimizer(model), True, lambda m, b: 0, None, None, None)
+    run.ctx = ddp.Context(rank=0, world_size=2)
+    stale = Rows(torch.zeros(2, 3), torch.tensor([3, 3]))
+    stale.num_tokens = 6  # an attribute the shard keeps: the whole batch's count
+    with pytest.warns(UserWarning, match="the ranks are weighted equally"):
+        assert run._share(stale, 6) == 1.0
+    assert run._share((torch.zeros(1, 4), None), 12) == 2 * 4 / 12
