@@ -98,3 +98,15 @@ def test_command_line_device_and_dtype(tmp_path, capsys):
         with pytest.raises(SystemExit, match="2"):
             main([*tiny, flag, value, "--out", str(tmp_path / "b.pt")])
         assert f"{flag}: {flag[2:]} must be one of" in capsys.readouterr().err
+
+
+def test_gpu_check_script_parses_and_names_every_setting():
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)  # syntax only: no GPU needed here
+    text = script.read_text(encoding="utf-8")
+    for setting in ("cpu-float32", "cpu-ddp-2-gloo", "cuda-$dtype", "float32 bfloat16 float16",
+                    "cuda-ddp-$NGPU-nccl", "tokens/s", "val loss", "date -u"):
+        assert setting in text, setting
