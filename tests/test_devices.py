@@ -6,7 +6,7 @@ missing CUDA or MPS says so; bfloat16 autocast on the CPU computes the
 products in bfloat16 and trains to nearly the float32 losses, weights staying
 float32; float16 on the CPU warns (no scaler there); train() moves the model
 to the device asked for; the dtype is stored in checkpoints and a changed
-dtype on resume is reported as inexact.
+dtype on resume is reported as inexact; scripts/gpu_check.sh parses.
 """
 
 from __future__ import annotations
