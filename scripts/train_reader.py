@@ -49,13 +49,15 @@ from slmbook.reader import (  # noqa: E402
 from slmbook.training import TrainConfig, train  # noqa: E402
 
 
-def eval_prompts(world, seed: int = 0) -> dict[str, tuple[list[str], list[str]]]:
+def eval_prompts(world, seed: int = 0, question_first: bool = False
+                 ) -> dict[str, tuple[list[str], list[str]]]:
     """Held-out prompts: gold passage alone, and gold + 2 distractors (shuffled)."""
     rng = random.Random(seed)
     passages = world.passages()
     by_id = {p.id: p for p in passages}
     qs = world.questions("heldout")
-    gold = [render_prompt(q.question, [by_id[q.passage_id].text]) for q in qs]
+    gold = [render_prompt(q.question, [by_id[q.passage_id].text], question_first=question_first)
+            for q in qs]
     mixed = []
     for q in qs:
         same_person = [p.text for p in passages if p.source == q.person and p.id != q.passage_id]
@@ -63,7 +65,7 @@ def eval_prompts(world, seed: int = 0) -> dict[str, tuple[list[str], list[str]]]
                      if p.id.endswith("/" + q.attribute) and p.source != q.person]
         ctx = [by_id[q.passage_id].text, rng.choice(same_person), rng.choice(same_attr)]
         rng.shuffle(ctx)
-        mixed.append(render_prompt(q.question, ctx))
+        mixed.append(render_prompt(q.question, ctx, question_first=question_first))
     answers = [q.answer for q in qs]
     return {"gold": (gold, answers), "distractors": (mixed, answers)}
 
@@ -93,6 +95,8 @@ class EMCurve(Callback):
 
 def build(init: str, block_size: int, args):
     torch.manual_seed(args.seed)
+    if args.continue_from:
+        return checkpoints.load(args.continue_from).build_model()
     if init == "lm":
         lm, lm_tok = checkpoints.pretrained()
         return reader_from_lm(lm, lm_tok, block_size=block_size)
@@ -104,9 +108,10 @@ def run(init: str, args, world, prompts, *, max_steps: int, time_limit: float | 
     model = build(init, args.block_size, args)
     tok = ReaderTokenizer()
     data = ReaderData(world, split="seen", batch_size=args.batch_size,
-                      max_distractors=3, block_size=args.block_size)
+                      min_distractors=args.min_distractors, max_distractors=3,
+                      question_first=args.question_first, block_size=args.block_size)
     val = ReaderData(world, split="seen", batch_size=args.batch_size, fresh_people=1.0,
-                     block_size=args.block_size)  # invented people: a validation split
+                     question_first=args.question_first, block_size=args.block_size)  # invented people: a validation split
     config = TrainConfig(max_steps=max_steps, batch_size=args.batch_size, lr=args.lr,
                          warmup_steps=args.warmup, schedule="cosine", eval_every=args.eval_every,
                          eval_batches=4, seed=args.seed, time_limit=time_limit, progress=False)
@@ -132,11 +137,16 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--compare", type=float, default=None, metavar="SECONDS")
+    p.add_argument("--continue-from", default=None, metavar="READER_PT",
+                   help="a second phase: start from this reader (its record is kept)")
+    p.add_argument("--min-distractors", type=int, default=0)
+    p.add_argument("--question-first", action="store_true",
+                   help="the question before the passages (one question per context)")
     p.add_argument("--out", default=str(ROOT / "slmbook" / "assets" / "reader.pt"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     world = make_world()
-    prompts = eval_prompts(world)
+    prompts = eval_prompts(world, question_first=args.question_first)
     command = "OMP_NUM_THREADS=1 python scripts/train_reader.py " + " ".join(sys.argv[1:])
     common = {"command": command.strip(), "threads": args.threads,
               "machine": f"{platform.machine()}, shared with other jobs (load average "
@@ -161,11 +171,16 @@ def main() -> None:
                                                     max_steps=args.max_steps, time_limit=None)
     out = Path(args.out)
     final = curve.curve[-1]
+    before = None
+    if args.continue_from:
+        before = json.loads(Path(args.continue_from).with_suffix(".json").read_text())
     checkpoints.save(out, model, tokenizer=ReaderTokenizer(), step=history.steps[-1],
-                     init=args.init, world_fingerprint=world.fingerprint())
+                     init=args.init, question_first=args.question_first,
+                     world_fingerprint=world.fingerprint())
     record = {
         **common,
         "init": args.init,
+        "question_first": args.question_first,
         "config": {k: v for k, v in vars(model.config).items()},
         "n_params": sum(p.numel() for p in model.parameters()),
         "train": {k: v for k, v in vars(config).items() if not k.startswith("_")},
@@ -181,6 +196,12 @@ def main() -> None:
         "em_curve": curve.curve,
         "file_bytes": out.stat().st_size,
     }
+    if before is not None:
+        record["continued_from"] = before
+        record["total_cpu_time_s"] = round(before.get("total_cpu_time_s", before["cpu_time_s"])
+                                           + cpu, 1)
+        record["total_wall_time_s"] = round(before.get("total_wall_time_s",
+                                                       before["wall_time_s"]) + wall, 1)
     out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out} ({record['file_bytes']} bytes) and {out.with_suffix('.json')}")
 

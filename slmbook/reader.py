@@ -116,11 +116,13 @@ class ReaderTokenizer(CharTokenizer):
         return "ReaderTokenizer(vocab_size=96)"
 
 
-def render_prompt(question: str, passages: Sequence[str] = ()) -> str:
+def render_prompt(question: str, passages: Sequence[str] = (), *,
+                  question_first: bool = False) -> str:
     """The reader's input: one passage per line, then ``"Q: question"`` and ``"A: "``.
 
     Newlines inside a passage or the question become spaces (a newline
-    ends a line of the prompt, and :data:`END` ends the answer).
+    ends a line of the prompt, and :data:`END` ends the answer). With
+    ``question_first=True`` the question line comes before the passages.
 
     Examples
     --------
@@ -129,7 +131,10 @@ def render_prompt(question: str, passages: Sequence[str] = ()) -> str:
 
     See chapter 10, "Augmenting the input" (book/10_augment.ipynb).
     """
-    return "".join(_line(p) + "\n" for p in passages) + f"Q: {_line(question)}\nA: "
+    context = "".join(_line(p) + "\n" for p in passages)
+    if question_first:
+        return f"Q: {_line(question)}\n" + context + "A: "
+    return context + f"Q: {_line(question)}\nA: "
 
 
 def _line(text: str) -> str:
@@ -287,8 +292,8 @@ class ReaderData:
 
     ``data(generator) -> ReaderBatch`` draws ``batch_size`` contexts of
     :func:`make_context`, all with the same number of passages (drawn per
-    batch from 1 .. ``max_distractors + 1``, so that lengths are close and
-    little is padded). Each sequence holds the passages and then *every*
+    batch from ``min_distractors + 1`` .. ``max_distractors + 1``, so that
+    lengths are close and little is padded). Each sequence holds the passages and then *every*
     question about them with its answer, in random order::
 
         passages / Q: q1 / A: a1 / Q: q2 / A: a2 ...
@@ -312,6 +317,7 @@ class ReaderData:
     def __init__(self, world: FactWorld, *, split: str = "seen", batch_size: int = 32,
                  max_distractors: int = 3, questions: str = "all", fresh_people: float = 0.5,
                  fresh_values: float = 0.2, closed_book: bool = False,
+                 min_distractors: int = 0, question_first: bool = False,
                  block_size: int | None = None) -> None:
         world.split_people(split)  # checks the split
         if questions not in ("all", "one"):
@@ -319,8 +325,14 @@ class ReaderData:
         self.world, self.split, self.block_size, self.questions = world, split, block_size, questions
         self.batch_size = positive_int("batch_size", batch_size)
         self.max_distractors = non_negative_int("max_distractors", max_distractors)
+        self.min_distractors = non_negative_int("min_distractors", min_distractors)
+        if self.min_distractors > self.max_distractors:
+            raise ValueError(f"min_distractors={min_distractors} exceeds "
+                             f"max_distractors={max_distractors}")
         self.fresh = {"fresh_people": fresh_people, "fresh_values": fresh_values}
-        self.closed_book = bool(closed_book)
+        self.closed_book, self.question_first = bool(closed_book), bool(question_first)
+        if self.question_first:
+            self.questions = "one"
         if self.closed_book:
             self.fresh = {"fresh_people": 0.0, "fresh_values": 0.0}
         self.tokenizer = ReaderTokenizer()
@@ -332,11 +344,16 @@ class ReaderData:
 
     def examples(self, rng: random.Random, n: int) -> list[list[tuple[str, bool]]]:
         """``n`` sequences as ``(text, scored)`` pieces, sharing one number of passages."""
-        k = rng.randint(1, self.max_distractors + 1)
+        k = rng.randint(self.min_distractors + 1, self.max_distractors + 1)
         out = []
         for _ in range(n):
             passages, qas = make_context(self.world, rng, split=self.split, n_passages=k,
                                          **self.fresh)
+            if self.question_first:
+                q, a = qas[0]
+                out.append([(render_prompt(q, [] if self.closed_book else passages,
+                                           question_first=True), False), (a + END, True)])
+                continue
             if self.questions == "one":
                 qas = qas[:1]
             else:

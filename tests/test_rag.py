@@ -1,12 +1,13 @@
 """Tests of slmbook.rag: the retrieve-render-read pipeline, scoring, diagnosis, abstention."""
 
+import random
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from slmbook.facts import make_world
+from slmbook.facts import VALUES, make_world
 from slmbook.rag import ABSTAIN, RAG, Answer, abstention, diagnose, format_answer, score
 from slmbook.reader import ReaderTokenizer, make_reader, read, render_prompt
 from slmbook.retrieval import TfidfRetriever
@@ -130,12 +131,20 @@ def test_shipped_reader_reads_rather_than_remembers():
         answers.append(new)
     got = read(model, tok, prompts)
     assert sum(g == a for g, a in zip(got, answers, strict=True)) >= 36
-    # people and values never seen
-    invented = [("Quazel Vibbermoss", "Zanquor"), ("Hepti Lorrowax", "Brunswald")]
-    prompts = [render_prompt(f"Which company does {n} work for?",
-                             [f"{n} works for the company {v}.", f"{n} was born in the year 1977."])
-               for n, v in invented]
-    assert read(model, tok, prompts) == [v for _, v in invented]
+    # people never seen, with names unlike the world's (values of the world)
+    rng = random.Random(0)
+    prompts, answers = [], []
+    for first in ("Mira", "Quazel", "Hepti", "Oren", "Talia", "Bjorn", "Ines", "Kofi", "Lena"):
+        for last in rng.sample(["Oakhurst", "Vibbermoss", "Lorrowax", "Pemberton", "Castellan",
+                                "Wexford", "Achterberg", "Moreau", "Okafor", "Lindqvist"], 3):
+            name, value = f"{first} {last}", rng.choice(VALUES["employer"])
+            ctx = [f"{name} works for the company {value}.",
+                   f"{name} was born in the year {rng.choice(VALUES['year'])}."]
+            rng.shuffle(ctx)
+            prompts.append(render_prompt(f"Which company does {name} work for?", ctx))
+            answers.append(value)
+    got = read(model, tok, prompts)
+    assert sum(g == a for g, a in zip(got, answers, strict=True)) >= 0.7 * len(answers)
     # greedy exact match equals teacher-forced exact match on the held-out questions
     qs = w.questions("heldout")
     rag = default_rag(k=1)

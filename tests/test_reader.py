@@ -211,3 +211,24 @@ def test_closed_book_data_has_no_passages(world):
         assert all(line.startswith(("Q: ", "A: ")) for line in lines)
     names = {p.name for p in world.split_people("seen")}
     assert any(n in tok.decode(b.ids[0]) for n in names)  # real people, nothing invented
+
+
+def test_min_distractors(world):
+    data = ReaderData(world, batch_size=2, min_distractors=3, fresh_people=0.0, fresh_values=0.0)
+    rng = random.Random(0)
+    for _ in range(5):
+        for pieces in data.examples(rng, 2):
+            assert pieces[0][0].count("\n") == 4  # always 4 passages
+    with pytest.raises(ValueError, match="min_distractors=4 exceeds max_distractors=3"):
+        ReaderData(world, min_distractors=4)
+
+
+def test_question_first_layout(world):
+    assert render_prompt("Where?", ["Ann lives in Oslo."], question_first=True) == \
+        "Q: Where?\nAnn lives in Oslo.\nA: "
+    tok = ReaderTokenizer()
+    b = ReaderData(world, batch_size=4, question_first=True)(torch.Generator().manual_seed(0))
+    for ids, targets in zip(b.ids, b.targets, strict=True):
+        text = tok.decode(ids)
+        assert text.startswith("Q: ") and text.count("Q: ") == 1
+        assert tok.decode([int(t) for t in targets if t >= 0]).endswith(END)
