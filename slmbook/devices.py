@@ -14,7 +14,7 @@ than float32 at the command's default size (one thread, an AMD EPYC);
 without them every operand is converted and nothing is gained. float32 stays
 the default: exact, and repeatable bit for bit on any CPU.
 
-Taught in appendix A, "Beyond one machine".
+Taught in appendix A, "Beyond one machine" (book/A_distributed.ipynb).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     >>> resolve_device("cpu")
     device(type='cpu')
 
-    See appendix A, "Beyond one machine".
+    See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
     """
     check_device(name)
     if name == "auto":
@@ -85,7 +85,7 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
     ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
     torch.bfloat16
 
-    See appendix A, "Beyond one machine".
+    See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
     """
     if check_dtype(dtype) == "float32":
         return contextlib.nullcontext()
@@ -97,7 +97,7 @@ def grad_scaler(device: torch.device, dtype: str) -> torch.amp.GradScaler | None
 
     On a CPU, float16 runs without one and warns: bfloat16 is the safer choice there.
 
-    See appendix A, "Beyond one machine".
+    See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
     """
     if check_dtype(dtype) != "float16":
         return None

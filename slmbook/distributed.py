@@ -15,7 +15,7 @@ environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...), with the gloo
 backend on CPUs and NCCL on GPUs; outside ``torchrun`` it does nothing and
 :func:`context` is one process of rank 0.
 
-Taught in appendix A, "Beyond one machine".
+Taught in appendix A, "Beyond one machine" (book/A_distributed.ipynb).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Context:
     >>> Context().is_main, Context(rank=1, world_size=2).is_main
     (True, False)
 
-    See appendix A, "Beyond one machine".
+    See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
     """
 
     rank: int = 0
@@ -65,7 +65,7 @@ class Context:
 def context() -> Context:
     """The group this process belongs to (one process of rank 0 outside ``torchrun``).
 
-    See appendix A, "Beyond one machine".
+    See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
     """
     if dist.is_available() and dist.is_initialized():
         return Context(dist.get_rank(), dist.get_world_size(),
@@ -84,7 +84,7 @@ def process_group(device: torch.device | None = None) -> Iterator[Context]:
     The backend is NCCL when ``device`` is a CUDA device, gloo otherwise. A
     group already initialized by the caller is used as it is, and kept.
 
-    See appendix A, "Beyond one machine".
+    See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
     """
     created = False
     if _launched() and not dist.is_initialized():
@@ -107,7 +107,7 @@ def wrap(model: nn.Module, ctx: Context) -> nn.Module:
 
     DDP broadcasts rank 0's weights to every rank at once, so all start equal.
 
-    See appendix A, "Beyond one machine".
+    See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
     """
     if not ctx.active:
         return model
@@ -168,7 +168,7 @@ def shard(batch: Any, ctx: Context) -> Any:
     tensor([[4, 5],
             [6, 7]])
 
-    See appendix A, "Beyond one machine".
+    See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
     """
     if not ctx.active:
         return batch
@@ -192,7 +192,7 @@ def _tensor(values: Sequence[float]) -> torch.Tensor:
 def all_sums(values: Sequence[float], ctx: Context) -> list[float]:
     """The sums over all ranks of each of ``values`` (``values`` itself for one process).
 
-    See appendix A, "Beyond one machine".
+    See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
     """
     if not ctx.active:
         return [float(v) for v in values]
@@ -204,7 +204,7 @@ def all_sums(values: Sequence[float], ctx: Context) -> list[float]:
 def all_mean(value: float, ctx: Context) -> float:
     """The mean of ``value`` over all ranks.
 
-    See appendix A, "Beyond one machine".
+    See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
     """
     return all_sums([value], ctx)[0] / ctx.world_size
 
@@ -215,7 +215,7 @@ _ORDER = (None, "time_limit", "early_stopping", "terminated", "interrupted")
 def agree(reason: str | None, ctx: Context) -> str | None:
     """One stop reason for all ranks: the most urgent any rank has (a signal beats a time limit).
 
-    See appendix A, "Beyond one machine".
+    See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
     """
     if not ctx.active:
         return reason
@@ -246,7 +246,7 @@ def launch(argv: Sequence[str], nproc: int = 2, *, timeout: float = 300,
     subprocess.CompletedProcess
         With ``returncode``, and ``stdout`` and ``stderr`` as text.
 
-    See appendix A, "Beyond one machine".
+    See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
     """
     import signal
     import subprocess

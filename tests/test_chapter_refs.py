@@ -19,10 +19,11 @@ import slmbook
 
 ROOT = Path(slmbook.__file__).parent.parent
 MODULES = sorted(p.name for p in (ROOT / "slmbook").glob("*.py"))
-REFERENCE = re.compile(r'[Cc]hapter (\d+), "([^"]+)" \(book/((\d\d)_[a-z0-9_]+)\.ipynb\)')
+REFERENCE = re.compile(
+    r'(?:[Cc]hapter|[Aa]ppendix) (\d+|[A-Z]), "([^"]+)" \(book/((\d\d|[A-Z])_[a-z0-9_]+)\.ipynb\)')
 LINK = re.compile(r"\(book/[^)\s]*\.ipynb\)")
-TITLED = re.compile(r'[Cc]hapter \d+, "[^"]+"')
-BARE = re.compile(r"\bSee chapter \d+(?!\d|, \")")
+TITLED = re.compile(r'(?:[Cc]hapter \d+|[Aa]ppendix [A-Z]), "[^"]+"')
+BARE = re.compile(r"\bSee (?:chapter \d+(?!\d|, \")|appendix [A-Z](?![\w,]))")
 
 
 @cache
@@ -48,7 +49,7 @@ def problems(text: str) -> list[str]:
     out = []
     for number, title, notebook, nn in REFERENCE.findall(text):
         found = heading(notebook)
-        if int(nn) != int(number):
+        if nn != number and not (nn.isdigit() and number.isdigit() and int(nn) == int(number)):
             out.append(f"chapter {number} points to book/{notebook}.ipynb")
         elif found is None:
             out.append(f"book/{notebook}.ipynb does not exist (or has no '# ' heading)")
@@ -76,6 +77,13 @@ def test_checker_catches_drift():
         'a chapter N, "Title" without its (book/NN_name.ipynb)'
     ]
     assert problems('See chapter\n    3, "The forward pass"\n    (book/03_forward.ipynb)') == []
+    assert problems('See appendix A, "Beyond one machine" (book/A_distributed.ipynb).') == []
+    assert problems('See appendix A, "Beyond one machine".') == [
+        'a chapter N, "Title" without its (book/NN_name.ipynb)'
+    ]
+    assert problems('appendix B, "Beyond one machine" (book/A_distributed.ipynb)') == [
+        "chapter B points to book/A_distributed.ipynb"
+    ]
 
 
 def test_there_are_references():
