@@ -428,14 +428,15 @@ def read(model: nn.Module, tokenizer: ReaderTokenizer, prompts: Sequence[str], *
             answers = [[] for _ in chunk]
             rows = torch.arange(len(chunk), device=device)
             for step in range(max_answer):
-                pos = lengths + step  # where the next character goes
-                logits = model(ids[:, : int(pos.max())])  # (B, T, V)
-                nxt = logits[rows, pos - 1].argmax(-1)  # (B,)
-                ids[rows, pos] = nxt
-                for b in torch.nonzero(~done).flatten().tolist():
-                    if nxt[b] != end:
-                        answers[b].append(int(nxt[b]))
-                done |= nxt == end
+                live = rows[~done]  # only the answers that have not ended are run
+                pos = lengths[live] + step  # where their next character goes
+                logits = model(ids[live, : int(pos.max())])  # (b, T, V)
+                nxt = logits[torch.arange(len(live), device=device), pos - 1].argmax(-1)  # (b,)
+                ids[live, pos] = nxt
+                for b, c in zip(live.tolist(), nxt.tolist(), strict=True):
+                    if c != end:
+                        answers[b].append(c)
+                done[live] = nxt == end
                 if bool(done.all()):
                     break
             for b, i in enumerate(chunk):
