@@ -1,8 +1,6 @@
 """Tests of slmbook.rag: the retrieve-render-read pipeline, scoring, diagnosis, abstention."""
 
 import random
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -110,11 +108,7 @@ def test_bad_arguments(retriever, tiny):
         RAG(retriever, tiny, ReaderTokenizer()).answer_batch("Where?")
 
 
-SHIPPED = Path(__file__).resolve().parent.parent / "slmbook" / "assets" / "reader.pt"
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped reader is not built yet")
 def test_shipped_reader_reads_rather_than_remembers():
     from slmbook.rag import default_rag, pretrained_reader
     from slmbook.reader import teacher_forced_match
@@ -146,11 +140,8 @@ def test_shipped_reader_reads_rather_than_remembers():
     got = read(model, tok, prompts)
     assert sum(g == a for g, a in zip(got, answers, strict=True)) >= 0.7 * len(answers)
     # greedy exact match equals teacher-forced exact match on the held-out questions
-    qs = w.questions("heldout")
-    rag = default_rag(k=1)
-    t0 = time.perf_counter()
-    out = rag.answer_batch([q.question for q in qs])
-    assert time.perf_counter() - t0 < 30
+    qs = w.questions("heldout")[::4]
+    out = default_rag(k=1).answer_batch([q.question for q in qs])
     tf = teacher_forced_match(model, tok, [a.prompt for a in out], [q.answer for q in qs])
     assert tf == [a.text == q.answer for a, q in zip(out, qs, strict=True)]
 
