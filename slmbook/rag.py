@@ -17,6 +17,11 @@ and accuracy, on questions about people who are not in the world too.
 :func:`default_rag` builds the pipeline with the shipped reader and the
 default fact world's TF-IDF index (what ``slmbook ask`` uses).
 
+Chapter 11's training is re-exported here: the RAG marginal losses of
+:mod:`slmbook.marginal` and, from :mod:`slmbook.joint`, the cache of the frozen
+reader's log-probabilities, the retriever's training and joint training
+(:class:`JointRAG`, :func:`joint_loss` for ``slmbook.training.train``).
+
 Taught in chapter 10, "Augmenting the input" (book/10_augment.ipynb).
 """
 
@@ -31,19 +36,43 @@ from typing import Any
 from torch import nn
 
 from slmbook._checks import finite_float, non_negative_int, positive_int
+from slmbook.joint import (
+    CandidateCache,
+    JointRAG,
+    cache_candidates,
+    joint_loss,
+    retriever_loss,
+    train_retriever,
+)
+from slmbook.marginal import (
+    rag_sequence_nll,
+    rag_token_nll,
+    retrieval_posterior,
+    retrieval_prior,
+)
 from slmbook.reader import ReaderTokenizer, exact_match, read, render_prompt
 
 __all__ = [
     "ABSTAIN",
     "RAG",
     "Answer",
+    "CandidateCache",
+    "JointRAG",
     "abstention",
+    "cache_candidates",
     "default_rag",
     "diagnose",
     "format_answer",
+    "joint_loss",
     "pretrained_reader",
     "question_box",
+    "rag_sequence_nll",
+    "rag_token_nll",
+    "retrieval_posterior",
+    "retrieval_prior",
+    "retriever_loss",
     "score",
+    "train_retriever",
 ]
 
 ABSTAIN = "I don't know"
