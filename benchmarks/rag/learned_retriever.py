@@ -7,12 +7,13 @@ it first).
 
 1. The frozen shipped reader (``slmbook.checkpoints.pretrained("reader")``)
    scores the answer of every question given each of its 10 TF-IDF
-   candidates alone, once: token log-probabilities ``(N, K, L)``, cached.
+   candidates alone, once: token log-probabilities ``(N, K, L)``, cached
+   (``slmbook.rag.cache_candidates``).
 2. A :class:`~slmbook.learned_retrieval.LearnedTfidfRetriever` (one weight
    per term, query side) is trained on the questions about *seen* people by
    the RAG-Sequence or the RAG-Token marginal likelihood, which needs no
    relevance label (only the answer), and, as the supervised bound, by the
-   cross-entropy of the gold passage's prior.
+   cross-entropy of the gold passage's prior (``slmbook.rag.train_retriever``).
 3. On *held-out* people (never trained on by reader or retriever): recall@1
    of the re-ranked candidates and of the learned retriever's own search,
    and end-to-end exact match of greedy reading with the top-1 and top-3
@@ -23,7 +24,7 @@ it first).
    collapse (too low a temperature, too high a learning rate) with its
    diagnostics, the stale index of document-side weights, and (optional) a
    short joint run in which the reader learns too, through
-   ``slmbook.training.train(loss_fn=...)``.
+   ``slmbook.training.train(loss_fn=...)`` (``slmbook.rag.JointRAG``, ``joint_loss``).
 
 Usage (from the repository root):
 
@@ -40,34 +41,23 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from slmbook import checkpoints
 from slmbook.facts import make_world
-from slmbook.inference import evaluating
 from slmbook.learned_retrieval import LearnedTfidfRetriever
-from slmbook.losses import IGNORE_INDEX
-from slmbook.marginal import answer_token_logprobs, rag_sequence_nll, rag_token_nll
 from slmbook.model import GPT, GPTConfig
-from slmbook.rag import RAG
-from slmbook.reader import (
-    ReaderTokenizer,
-    exact_match,
-    make_batch,
-    read,
-    render_prompt,
-    teacher_forced_match,
-)
+from slmbook.rag import RAG, CandidateCache, JointRAG, cache_candidates, joint_loss, train_retriever
+from slmbook.reader import ReaderTokenizer, exact_match, read, render_prompt, teacher_forced_match
 from slmbook.retrieval import TfidfRetriever
 
 HERE = Path(__file__).parent
 K = 10  # candidates per question (the base TF-IDF top-10)
+OBJECTIVES = {"rag-sequence": "sequence", "rag-token": "token", "supervised": "labels"}
+"""The result keys and the ``objective`` of :func:`slmbook.rag.train_retriever` they name."""
 
 
 def load_reader(path: str | None):
@@ -81,104 +71,32 @@ def load_reader(path: str | None):
 
 
 # ---------------------------------------------------------------- the cache
-@dataclass
-class Cache:
-    """The frozen reader's view of each question's candidates."""
-
-    qas: list  # QA, N of them
-    cand: np.ndarray  # (N, K) passage rows of the base index, TF-IDF order
-    tok: torch.Tensor  # (N, K, L) float64 log p(y_t | x, z, y_<t), 0 where masked
-    mask: torch.Tensor  # (N, L) bool: answer tokens (incl. the end-of-answer character)
-    gold: np.ndarray  # (N,) position of the gold passage among the candidates, -1 if absent
-    match: np.ndarray  # (N, K) bool: the reader reads the answer exactly from that passage alone
-
-    @property
-    def answer_lp(self) -> torch.Tensor:  # (N, K) log p(y | x, z)
-        return self.tok.sum(-1)
-
-    def subset(self, idx) -> Cache:
-        idx = np.asarray(idx)
-        return Cache([self.qas[i] for i in idx], self.cand[idx], self.tok[idx], self.mask[idx],
-                     self.gold[idx], self.match[idx])
-
-
-@torch.no_grad()
-def token_logprobs(model: nn.Module, tokenizer, prompts, answers, batch_size: int = 200):
-    """log p of each answer token given its prompt (one 1-D tensor per example), and whether
-    the argmax is right at every answer position (teacher-forced exact match, equal to greedy
-    reading's: ``slmbook.reader.teacher_forced_match``)."""
-    out, match = [], []
-    with evaluating(model):
-        for s in range(0, len(prompts), batch_size):
-            batch = make_batch(tokenizer, prompts[s : s + batch_size], answers[s : s + batch_size])
-            logits = model(batch.ids)
-            lp, mask = answer_token_logprobs(logits.double(), batch.targets)
-            ok = (logits.argmax(-1) == batch.targets) | (batch.targets == IGNORE_INDEX)
-            out.extend(lp[b][mask[b]] for b in range(len(lp)))
-            match.extend(ok.all(dim=1).tolist())
-    return out, match
-
-
-def build_cache(model, tokenizer, base: TfidfRetriever, qas) -> Cache:
-    questions = [qa.question for qa in qas]
-    cand = LearnedTfidfRetriever(base, candidate_k=K).candidates(questions)
-    row_of = {pid: i for i, pid in enumerate(base.ids_)}
-    prompts, answers = [], []
-    for qa, rows in zip(qas, cand, strict=True):
-        for j in rows:
-            prompts.append(render_prompt(qa.question, [base.texts_[j]]))
-            answers.append(qa.answer)
-    lps, match = token_logprobs(model, tokenizer, prompts, answers)
-    length = max(len(lp) for lp in lps)
-    tok = torch.zeros(len(qas), K, length, dtype=torch.float64)
-    mask = torch.zeros(len(qas), length, dtype=torch.bool)
-    for n in range(len(qas)):
-        for k in range(K):
-            lp = lps[n * K + k]
-            tok[n, k, : len(lp)] = lp
-        mask[n, : len(lps[n * K])] = True
-    gold = np.array([
-        (list(rows).index(row_of[qa.passage_id]) if row_of[qa.passage_id] in rows else -1)
-        for qa, rows in zip(qas, cand, strict=True)
-    ])
-    return Cache(list(qas), cand, tok, mask, gold, np.array(match).reshape(len(qas), K))
+def build_cache(model, tokenizer, base: TfidfRetriever, qas) -> CandidateCache:
+    """The frozen reader's log-probabilities for each question's TF-IDF top-K, alone."""
+    return cache_candidates(model, tokenizer, LearnedTfidfRetriever(base, candidate_k=K), qas, k=K,
+                            batch_size=200)
 
 
 # ---------------------------------------------------------------- training the retriever
-def retriever_loss(objective: str, scores, cache: Cache, idx, tau: float):
-    if objective == "rag-sequence":
-        return rag_sequence_nll(scores, cache.answer_lp[idx], tau)
-    if objective == "rag-token":
-        return rag_token_nll(scores, cache.tok[idx], cache.mask[idx], tau)
-    if objective == "supervised":  # the gold passage's prior: needs relevance labels
-        gold = torch.from_numpy(cache.gold[idx])
-        keep = gold >= 0
-        return F.cross_entropy(scores[keep] / tau, gold[keep])
-    raise ValueError(objective)
-
-
-def train_retriever(base, cache: Cache, objective: str, *, tau: float, lr: float, epochs: int,
-                    batch_size: int, seed: int, fraction: float = 0.8, doc_weights: bool = False,
-                    query_weights: bool = True):
+def fit(base, qas, cache: CandidateCache, objective: str, *, tau: float, lr: float, epochs: int,
+        batch_size: int, seed: int, fraction: float = 0.8, doc_weights: bool = False,
+        query_weights: bool = True):
+    """A fresh learned retriever trained by ``slmbook.rag.train_retriever`` on a random
+    ``fraction`` of the questions (another one, and another batch order, for each ``seed``)."""
     rng = np.random.default_rng(seed)
-    train_idx = rng.permutation(len(cache.qas))[: int(fraction * len(cache.qas))]
-    if objective == "supervised":
-        train_idx = train_idx[cache.gold[train_idx] >= 0]
-    retriever = LearnedTfidfRetriever(base, candidate_k=K, doc_weights=doc_weights)
-    retriever.theta.requires_grad_(query_weights)
-    opt = torch.optim.Adam([p for p in retriever.parameters() if p.requires_grad], lr=lr)
-    questions = [qa.question for qa in cache.qas]
-    t0, losses = time.perf_counter(), []
+    train_idx = rng.permutation(len(qas))[: int(fraction * len(qas))]
+    if objective == "supervised":  # the gold passage must be among the candidates
+        train_idx = train_idx[cache.gold[train_idx].any(1).numpy()]
+    batches = []
     for _ in range(epochs):
         order = rng.permutation(train_idx)
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            _, scores = retriever.scores([questions[i] for i in idx], cache.cand[idx])
-            loss = retriever_loss(objective, scores, cache, idx, tau)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+        batches += [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    retriever = LearnedTfidfRetriever(base, candidate_k=K, doc_weights=doc_weights)
+    retriever.theta.requires_grad_(query_weights)
+    t0 = time.perf_counter()
+    losses = train_retriever(retriever, [qa.question for qa in qas], cache,
+                             objective=OBJECTIVES[objective], temperature=tau, lr=lr,
+                             batch_size=batch_size, seed=seed, batches=batches)
     return retriever, {"train_seconds": time.perf_counter() - t0, "steps": len(losses),
                        "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:]))}
 
@@ -204,22 +122,24 @@ def read_em(model, tokenizer, qas, passage_lists) -> float:
     return float(np.mean([exact_match(a, qa.answer) for a, qa in zip(answers, qas, strict=True)]))
 
 
-def evaluate(retriever, cache: Cache, model, tokenizer, base, tau: float, *, em: bool = True) -> dict:
+def evaluate(retriever, cache: CandidateCache, qas, model, tokenizer, base, tau: float, *,
+             em: bool = True) -> dict:
     """recall@1 (re-ranked candidates and full search), EM top-1/top-3, collapse diagnostics."""
-    questions = [qa.question for qa in cache.qas]
+    questions = [qa.question for qa in qas]
+    cand = cache.candidate_ids.numpy()
     with torch.no_grad():
-        ids, scores = retriever.scores(questions, cache.cand)
+        ids, scores = retriever.scores(questions, cand)
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices.numpy()  # (N, K)
     ranked = np.take_along_axis(ids.numpy(), order, 1)
-    gold_rows = np.array([base.ids_.index(qa.passage_id) for qa in cache.qas])
+    gold_rows = np.array([base.ids_.index(qa.passage_id) for qa in qas])
     hits = retriever.search_batch(questions, k=1)
-    report = retriever.collapse_report(questions, tau, cache.cand)  # over the cached candidates
+    report = retriever.collapse_report(questions, tau, cand)  # over the cached candidates
     full = retriever.collapse_report(questions, tau)  # over the learned retriever's own search
     out = {
         "recall@1": float(np.mean(ranked[:, 0] == gold_rows)),
         "recall@3": float(np.mean((ranked[:, :3] == gold_rows[:, None]).any(1))),
         "recall@1_search": float(np.mean([h[0].passage_id == qa.passage_id
-                                          for h, qa in zip(hits, cache.qas, strict=True)])),
+                                          for h, qa in zip(hits, qas, strict=True)])),
         "prior_entropy": report.mean_entropy,
         "distinct_top1": report.distinct_top1,
         "most_common_top1_share": report.most_common_top1_share,
@@ -227,12 +147,12 @@ def evaluate(retriever, cache: Cache, model, tokenizer, base, tau: float, *, em:
         "most_common_top1_share_search": full.most_common_top1_share,
     }
     # EM of the top-1: the cached teacher-forced match of that candidate (= greedy reading)
-    out["em_top1"] = float(np.mean(cache.match[np.arange(len(order)), order[:, 0]]))
+    out["em_top1"] = float(np.mean(cache.exact.numpy()[np.arange(len(order)), order[:, 0]]))
     if em:  # top-3 in rank order: one teacher-forced pass over the 3-passage prompts
         prompts = [render_prompt(q, [base.texts_[j] for j in r[:3]])
                    for q, r in zip(questions, ranked, strict=True)]
         out["em_top3"] = float(np.mean(teacher_forced_match(
-            model, tokenizer, prompts, [qa.answer for qa in cache.qas])))
+            model, tokenizer, prompts, [qa.answer for qa in qas])))
     return out
 
 
@@ -254,37 +174,7 @@ def term_changes(retriever, n: int = 8) -> dict:
 
 
 # ---------------------------------------------------------------- joint training
-class JointRAG(nn.Module):
-    """Reader and retriever as one module, so that one optimizer updates both."""
-
-    def __init__(self, reader: nn.Module, retriever: LearnedTfidfRetriever) -> None:
-        super().__init__()
-        self.reader, self.retriever = reader, retriever
-
-
-def joint_loss_fn(base, cache: Cache, tokenizer, tau: float, objective: str):
-    """``loss_fn(model, idx)`` for ``train``: RAG marginal loss with the reader's log-probs live."""
-    questions = [qa.question for qa in cache.qas]
-
-    def loss_fn(model: JointRAG, idx) -> torch.Tensor:
-        idx = idx.cpu().numpy()
-        _, scores = model.retriever.scores([questions[i] for i in idx], cache.cand[idx])
-        prompts, answers = [], []
-        for i in idx:
-            for j in cache.cand[i]:
-                prompts.append(render_prompt(questions[i], [base.texts_[j]]))
-                answers.append(cache.qas[i].answer)
-        batch = make_batch(tokenizer, prompts, answers)
-        lp, mask = answer_token_logprobs(model.reader(batch.ids), batch.targets)  # (B*K, L)
-        tok = lp.view(len(idx), K, -1).double()
-        if objective == "rag-sequence":
-            return rag_sequence_nll(scores, tok.sum(-1), tau).float()
-        return rag_token_nll(scores, tok, mask.view(len(idx), K, -1)[:, 0], tau).float()
-
-    return loss_fn
-
-
-def joint_run(base, cache_seen: Cache, cache_held: Cache, tau: float, lr_reader: float,
+def joint_run(base, seen, cache_seen: CandidateCache, held, tau: float, lr_reader: float,
               lr_retriever: float, steps: int, seed: int, reader_path: str | None,
               batch_size: int = 4) -> dict:
     from slmbook.training import train
@@ -295,21 +185,22 @@ def joint_run(base, cache_seen: Cache, cache_held: Cache, tau: float, lr_reader:
         {"params": model.reader.parameters(), "lr": lr_reader, "weight_decay": 0.0},
         {"params": model.retriever.parameters(), "lr": lr_retriever, "weight_decay": 0.0},
     ])
-    n = len(cache_seen.qas)
+    n = len(seen)
 
     def batches(generator: torch.Generator) -> torch.Tensor:
         return torch.randint(0, n, (batch_size,), generator=generator)
 
     t0 = time.perf_counter()
     history = train(model, batches, None, optimizer=optimizer,
-                    loss_fn=joint_loss_fn(base, cache_seen, tokenizer, tau, "rag-sequence"),
+                    loss_fn=joint_loss([qa.question for qa in seen], [qa.answer for qa in seen],
+                                       cache_seen.candidate_ids, tokenizer, tau),
                     max_steps=steps, eval_every=steps, seed=seed, progress=False, grad_clip=1.0,
                     schedule="constant", block_size=reader.config.block_size, eval_batches=1)
     seconds = time.perf_counter() - t0
     model.reader.eval()
     # the reader changed: its log-probs for the held-out candidates are re-read
-    held = build_cache(model.reader, tokenizer, base, cache_held.qas)
-    result = evaluate(model.retriever, held, model.reader, tokenizer, base, tau)
+    cache_held = build_cache(model.reader, tokenizer, base, held)
+    result = evaluate(model.retriever, cache_held, held, model.reader, tokenizer, base, tau)
     result.update({"seconds": seconds, "steps": steps, "batch_size": batch_size, "lr_reader": lr_reader,
                    "train_loss": [float(x) for x in getattr(history, "train_loss", [])]})
     return result
@@ -367,7 +258,7 @@ def main(argv=None) -> None:
         "settings": {"K": K, "tau": tau, "lr": args.lr, "epochs": args.epochs,
                      "batch_size": args.batch_size, "train_fraction": 0.8, "seeds": args.seeds},
         "cache_seconds": round(cache_seconds, 1),
-        "gold_in_candidates_heldout": float(np.mean(cache_held.gold >= 0)),
+        "gold_in_candidates_heldout": float(cache_held.gold.any(1).double().mean()),
     }
 
     # baselines (no training): closed book, gold passage, plain TF-IDF
@@ -375,21 +266,20 @@ def main(argv=None) -> None:
     result["closed_book_em"] = tf_em(model, tokenizer, held, [[] for _ in held])
     result["gold_passage_em"] = tf_em(
         model, tokenizer, held, [[base.texts_[base.ids_.index(qa.passage_id)]] for qa in held])
-    result["tfidf"] = evaluate(plain, cache_held, model, tokenizer, base, tau)
+    result["tfidf"] = evaluate(plain, cache_held, held, model, tokenizer, base, tau)
     # check: greedy reading of the TF-IDF top-1 gives the teacher-forced EM
     result["tfidf"]["em_top1_greedy"] = read_em(
-        model, tokenizer, held, [[base.texts_[r[0]]] for r in cache_held.cand])
+        model, tokenizer, held, [[base.texts_[r[0]]] for r in cache_held.candidate_ids.tolist()])
     result["tfidf"].update(pipeline_em(base, model, tokenizer, held))
 
     # learned retrievers, frozen reader
     result["learned"] = {}
-    for objective in ("rag-sequence", "rag-token", "supervised"):
+    for objective in OBJECTIVES:
         runs, terms, info = [], None, []
         for seed in args.seeds:
-            retriever, log = train_retriever(base, cache_seen, objective, tau=tau, lr=args.lr,
-                                             epochs=args.epochs, batch_size=args.batch_size,
-                                             seed=seed)
-            runs.append(evaluate(retriever, cache_held, model, tokenizer, base, tau))
+            retriever, log = fit(base, seen, cache_seen, objective, tau=tau, lr=args.lr,
+                                 epochs=args.epochs, batch_size=args.batch_size, seed=seed)
+            runs.append(evaluate(retriever, cache_held, held, model, tokenizer, base, tau))
             info.append(log)
             if terms is None:
                 terms = term_changes(retriever)
@@ -402,17 +292,17 @@ def main(argv=None) -> None:
     for name, t, lr in (("tau=0.1, lr=0.05 (default)", tau, args.lr),
                         ("tau=0.001", 1e-3, args.lr), ("lr=1", tau, 1.0), ("lr=5", tau, 5.0),
                         ("lr=20", tau, 20.0)):
-        retriever, log = train_retriever(base, cache_seen, "rag-sequence", tau=t, lr=lr,
-                                         epochs=args.epochs, batch_size=args.batch_size, seed=0)
-        ev = evaluate(retriever, cache_held, model, tokenizer, base, t, em=False)
+        retriever, log = fit(base, seen, cache_seen, "rag-sequence", tau=t, lr=lr,
+                             epochs=args.epochs, batch_size=args.batch_size, seed=0)
+        ev = evaluate(retriever, cache_held, held, model, tokenizer, base, t, em=False)
         ev["train"] = log
         ev["terms"] = term_changes(retriever, 5)
         result["collapse"][name] = ev
 
     # the stale index: document-side weights only, trained; the index is not rebuilt
-    retriever, log = train_retriever(base, cache_seen, "rag-sequence", tau=tau, lr=args.lr,
-                                     epochs=args.epochs, batch_size=args.batch_size, seed=0,
-                                     doc_weights=True, query_weights=False)
+    retriever, log = fit(base, seen, cache_seen, "rag-sequence", tau=tau, lr=args.lr,
+                         epochs=args.epochs, batch_size=args.batch_size, seed=0,
+                         doc_weights=True, query_weights=False)
     def search_recall(candidate_k: int) -> float:
         retriever.candidate_k = candidate_k  # how many first-stage passages are re-ranked
         hits = retriever.search_batch([qa.question for qa in held], k=1)
@@ -431,7 +321,7 @@ def main(argv=None) -> None:
     }
 
     if args.joint_steps:
-        result["joint"] = joint_run(base, cache_seen, cache_held, tau, 3e-4, args.lr,
+        result["joint"] = joint_run(base, seen, cache_seen, held, tau, 3e-4, args.lr,
                                     args.joint_steps, seed=0, reader_path=args.reader)
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
