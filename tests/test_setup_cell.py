@@ -30,7 +30,7 @@ setup_cell = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(setup_cell)
 
 # Set to True once `python scripts/setup_cell.py --apply` has been run on book/.
-ENFORCE = False
+ENFORCE = True
 URL = "https://example.org/someone/slmbook"
 
 
