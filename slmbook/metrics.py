@@ -39,6 +39,7 @@ __all__ = [
     "ndcg_at_k",
     "normalize_answer",
     "recall_at_k",
+    "wilson_interval",
 ]
 
 
@@ -249,3 +250,36 @@ def evaluate(
     out["mrr"] = mean_reciprocal_rank(labels, relevant, k=depth)
     out[f"ndcg@{depth}"] = ndcg_at_k(labels, relevant, depth)
     return out
+
+
+def wilson_interval(successes: int, n: int, *, z: float = 1.96) -> tuple[float, float]:
+    r"""Wilson score interval of the proportion ``successes / n`` (95% for ``z = 1.96``).
+
+    With :math:`\hat p = k/n`, the interval is
+
+    .. math::
+
+        \frac{\hat p + z^2/2n \pm z\sqrt{\hat p(1-\hat p)/n + z^2/4n^2}}{1 + z^2/n},
+
+    which, unlike :math:`\hat p \pm z\sqrt{\hat p(1-\hat p)/n}`, stays inside [0, 1]
+    and is not empty at 0 or n successes (Wilson 1927). It is the interval the book
+    puts around every exact match it reports.
+
+    >>> lo, hi = wilson_interval(8, 10)
+    >>> round(lo, 3), round(hi, 3)
+    (0.49, 0.943)
+    >>> wilson_interval(0, 10)[0]
+    0.0
+
+    See chapter 10, "Augmenting the input" (book/10_augment.ipynb).
+    """
+    n = positive_int("n", n)
+    if isinstance(successes, bool) or not isinstance(successes, int) or not 0 <= successes <= n:
+        raise ValueError(f"successes must be an int in [0, n={n}], got {successes!r}")
+    z = float(z)
+    if not (math.isfinite(z) and z > 0):
+        raise ValueError(f"z must be a positive finite number, got {z!r}")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -146,3 +146,27 @@ def test_evaluate_accepts_any_retriever():
     assert evaluate(Fixed(), qs, k=(1, 2)) == pytest.approx(
         {"recall@1": 0.0, "recall@2": 0.5, "mrr": 0.25, "ndcg@2": 0.5 / math.log2(3)}
     )
+
+
+def test_wilson_interval_matches_hand_computed_and_normal_limit():
+    from slmbook.metrics import wilson_interval
+
+    lo, hi = wilson_interval(8, 10)
+    assert abs(lo - 0.4902) < 5e-5 and abs(hi - 0.9433) < 5e-5  # the textbook 8/10 example, 4 digits
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    assert 0.0 < wilson_interval(0, 10)[1] < 0.31  # not empty at zero successes
+    # for large n it approaches the normal interval p +- z sqrt(p(1-p)/n)
+    lo, hi = wilson_interval(50_000, 100_000)
+    half = 1.96 * (0.25 / 100_000) ** 0.5
+    assert abs(lo - (0.5 - half)) < 1e-6 and abs(hi - (0.5 + half)) < 1e-6
+
+
+def test_wilson_interval_rejects_bad_counts():
+    from slmbook.metrics import wilson_interval
+
+    with pytest.raises(ValueError, match=r"successes must be an int in \[0, n=10\], got 11"):
+        wilson_interval(11, 10)
+    with pytest.raises(ValueError, match="n must be a positive int, got 0"):
+        wilson_interval(0, 0)
+    with pytest.raises(ValueError, match="z must be a positive finite number"):
+        wilson_interval(1, 2, z=float("nan"))

@@ -16,7 +16,6 @@ writes benchmarks/rag/reader_table.json and reader_table.md.
 from __future__ import annotations
 
 import json
-import math
 import platform
 import sys
 import time
@@ -30,22 +29,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.append(str(HERE.parent.parent))  # an installed slmbook comes first
 
 from slmbook.facts import make_world  # noqa: E402
+from slmbook.metrics import wilson_interval  # noqa: E402
 from slmbook.rag import RAG, diagnose, pretrained_reader  # noqa: E402
 from slmbook.reader import render_prompt, teacher_forced_match  # noqa: E402
 from slmbook.retrieval import TfidfRetriever  # noqa: E402
 
 CONTEXTS = ("none", "gold", "top1", "top3")
 SPLITS = (("seen", False), ("heldout", False), ("heldout", True))
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def measure(model, tok, world, retriever) -> dict:
@@ -66,7 +56,7 @@ def measure(model, tok, world, retriever) -> dict:
                            for q, hits in zip(qs, top3, strict=True)]
             ok = teacher_forced_match(model, tok, prompts, [q.answer for q in qs])
             correct = sum(ok)
-            lo, hi = wilson(correct, len(qs))
+            lo, hi = wilson_interval(correct, len(qs))
             row[ctx] = {"em": correct / len(qs), "ci95": [lo, hi]}
             if ctx in ("top1", "top3"):
                 k = {"top1": 1, "top3": 3}[ctx]
