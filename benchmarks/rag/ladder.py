@@ -23,7 +23,7 @@ passages).
 Usage (from the repository root)::
 
     OMP_NUM_THREADS=1 python benchmarks/rag/ladder.py              # the recorded ladder
-    OMP_NUM_THREADS=1 python benchmarks/rag/ladder.py --tiny       # a 20-second check
+    OMP_NUM_THREADS=1 python benchmarks/rag/ladder.py --tiny       # a one-minute check
 
 writes benchmarks/rag/ladder.json and ladder.md (after every rung, so that a
 run cut short keeps the rungs that finished).
@@ -266,7 +266,7 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tiny", action="store_true", help="two tiny rungs of 8 CPU s (a check)")
+    ap.add_argument("--tiny", action="store_true", help="two tiny rungs of 8 CPU s (a one-minute check)")
     ap.add_argument("--out", default=str(HERE / "ladder"), help="output path without suffix")
     ap.add_argument("--markdown", action="store_true",
                     help="only rewrite the .md from the recorded .json")
