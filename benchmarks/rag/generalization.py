@@ -48,11 +48,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.append(str(HERE.parent.parent))  # an installed slmbook comes first
-sys.path.append(str(HERE))
-
-from reader_table import wilson  # noqa: E402
 
 from slmbook.facts import ATTRIBUTES, make_world, passage_id  # noqa: E402
+from slmbook.metrics import wilson_interval as wilson  # noqa: E402
 from slmbook.rag import RAG, pretrained_reader  # noqa: E402
 from slmbook.reader import render_prompt, teacher_forced_match  # noqa: E402
 from slmbook.retrieval import TfidfRetriever  # noqa: E402
@@ -62,7 +60,7 @@ THRESHOLDS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
 def rate(k: int, n: int) -> dict:
-    lo, hi = wilson(k, n)
+    lo, hi = wilson(k, n) if n else (0.0, 1.0)
     return {"k": k, "n": n, "rate": k / n if n else 0.0, "ci95": [lo, hi]}
 
 

@@ -43,12 +43,10 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.append(str(HERE.parent.parent))  # an installed slmbook comes first
-sys.path.append(str(HERE))
-
-from reader_table import wilson  # noqa: E402
 
 from slmbook.callbacks import Callback  # noqa: E402
 from slmbook.facts import make_world  # noqa: E402
+from slmbook.metrics import wilson_interval as wilson  # noqa: E402
 from slmbook.model import GPT, GPTConfig  # noqa: E402
 from slmbook.rag import pretrained_reader  # noqa: E402
 from slmbook.reader import (  # noqa: E402
