@@ -173,7 +173,8 @@ def stop_signals(grace: float = 0.0) -> Iterator[Callable[[], str | None]]:
         hits.append(signum)
         first.append(now)
         if len(hits) > 1:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("a second stop signal: training aborted at once "
+                                    "(the last checkpoint on disk is kept)")
 
     previous = {sig: signal.signal(sig, handler) for sig in _STOPS}
     try:

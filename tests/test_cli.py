@@ -35,7 +35,7 @@ def corpus(tmp_path):
 def test_help_explains_every_option(capsys):
     parser = build_parser()
     for command in ("train", "generate", "ask", "search"):
-        with pytest.raises(SystemExit) as exit_info:
+        with pytest.raises(SystemExit, match=r"^0$") as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
         text = capsys.readouterr().out
@@ -81,7 +81,7 @@ def test_every_train_config_field_is_an_option_with_the_same_default():
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(argv, match, capsys):
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(SystemExit, match=r"^2$") as exit_info:
         main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err

@@ -225,7 +225,7 @@ def test_second_ctrl_c_aborts_at_once(tmp_path):
             signal.raise_signal(signal.SIGINT)
 
     before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="a second stop signal"):
         train(_model(), TRAIN, VAL, max_steps=5, checkpoint_path=tmp_path / "c.pt",
               callbacks=[TwoInterrupts()], **FAST)
     assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
