@@ -11,27 +11,14 @@ from __future__ import annotations
 import matplotlib
 import pytest
 import torch
+from tiny_lm import FAST, TOK, TRAIN, VAL, tiny_model
 
 from slmbook.callbacks import EarlyStopping, History, SampleCallback, as_callback
-from slmbook.model import GPT, GPTConfig
-from slmbook.tokenizers import CharTokenizer
 from slmbook.training import train
 
 matplotlib.use("Agg")
 
-TEXT = ("the cat sat on the mat. the dog ran to the door. a bird flew over the red roof.\n"
-        * 30)
-TOK = CharTokenizer.fit(TEXT)
-IDS = torch.tensor(TOK.encode(TEXT))
-TRAIN, VAL = IDS[:2000], IDS[2000:]
-FAST = {"batch_size": 8, "progress": False, "eval_batches": 2}
-
-
-def _model(seed: int = 0, **kw) -> GPT:
-    torch.manual_seed(seed)
-    cfg = {"vocab_size": TOK.vocab_size, "block_size": 16, "n_layer": 1, "n_head": 2,
-           "n_embd": 32} | kw
-    return GPT(GPTConfig(**cfg))
+_model = tiny_model
 
 
 def test_early_stopping_logic():

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_lm import FAST, TEXT, TOK, TRAIN, VAL, tiny_model
 
 from slmbook import checkpoints
 from slmbook.callbacks import Callback, EarlyStopping
@@ -31,19 +32,7 @@ from slmbook.optim import SGD, AdamW
 from slmbook.tokenizers import CharTokenizer
 from slmbook.training import TrainConfig, make_optimizer, to_device, train
 
-TEXT = ("the cat sat on the mat. the dog ran to the door. a bird flew over the red roof.\n"
-        * 30)
-TOK = CharTokenizer.fit(TEXT)
-IDS = torch.tensor(TOK.encode(TEXT))
-TRAIN, VAL = IDS[:2000], IDS[2000:]
-FAST = {"batch_size": 8, "progress": False, "eval_batches": 2}
-
-
-def _model(seed: int = 0, **kw) -> GPT:
-    torch.manual_seed(seed)
-    cfg = {"vocab_size": TOK.vocab_size, "block_size": 16, "n_layer": 1, "n_head": 2,
-           "n_embd": 32} | kw
-    return GPT(GPTConfig(**cfg))
+_model = tiny_model
 
 
 def test_loss_decreases_on_a_tiny_corpus():
