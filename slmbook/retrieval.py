@@ -8,7 +8,7 @@ passages (:mod:`slmbook.passages`) that help answer it.
   The RAG pipeline and :func:`slmbook.metrics.evaluate` accept any of them.
 * :class:`TfidfRetriever` turns every passage into an L2-normalised TF-IDF
   row; the score of a passage for a query is the dot product of their rows,
-  i.e. their cosine similarity.
+  i.e. their cosine similarity; ``weighting="bm25"`` gives BM25 scores (:mod:`slmbook.bm25`).
 
 scikit-learn and scipy are imported when a retriever is first fitted or
 loaded, not when :mod:`slmbook` is imported.
@@ -29,6 +29,7 @@ import numpy as np
 
 from slmbook._checks import positive_int
 from slmbook._packing import pack_named, pack_strings, unpack_strings
+from slmbook.bm25 import Bm25Vectorizer, weighting_options
 from slmbook.passages import Passage, unzip_passages
 
 if TYPE_CHECKING:
@@ -81,21 +82,16 @@ class Retriever(Protocol):
         ...
 
 
-def _not_fitted_error(message: str) -> Exception:
-    """scikit-learn's ``NotFittedError`` (imported only when it is raised)."""
-    from sklearn.exceptions import NotFittedError
-
-    return NotFittedError(message)
-
-
 class TfidfRetriever:
-    """Rank passages by the cosine similarity of their TF-IDF vectors to a query.
+    """Rank passages by the cosine similarity of their TF-IDF vectors to a query (or by BM25).
 
     Parameters
     ----------
     backend:
         ``"sklearn"`` (scikit-learn's ``TfidfVectorizer``) or ``"scratch"``
         (:class:`slmbook.tfidf.TfidfVectorizer`); both give the same matrix.
+    weighting, k1, b:
+        ``"tfidf"``, or ``"bm25"`` with ``k1`` and ``b``: :func:`slmbook.bm25.weighting_options`.
     lowercase, token_pattern, ngram_range, stop_words, min_df, max_df, use_idf, smooth_idf, sublinear_tf:
         The vectorizer's options, as in scikit-learn's ``TfidfVectorizer``.
         The defaults differ from it in two places that chapter 9 measures:
@@ -124,6 +120,9 @@ class TfidfRetriever:
         self,
         *,
         backend: str = "sklearn",
+        weighting: str = "tfidf",
+        k1: float | None = None,
+        b: float | None = None,
         lowercase: bool = True,
         token_pattern: str = r"(?u)\b\w\w+\b",
         ngram_range: tuple[int, int] = (1, 1),
@@ -136,7 +135,8 @@ class TfidfRetriever:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is unknown; use 'sklearn' or 'scratch'")
-        self.backend = backend
+        self.backend, self.weighting = backend, weighting
+        tfidf = {"use_idf": use_idf, "smooth_idf": smooth_idf, "sublinear_tf": sublinear_tf}
         self.options: dict[str, Any] = {
             "lowercase": lowercase,
             "token_pattern": token_pattern,
@@ -145,20 +145,21 @@ class TfidfRetriever:
             else list(stop_words),
             "min_df": min_df,
             "max_df": max_df,
-            "use_idf": use_idf,
-            "smooth_idf": smooth_idf,
-            "sublinear_tf": sublinear_tf,
+            **weighting_options(weighting, k1, b, tfidf),
         }  # the keyword arguments above, as saved with the index
 
     def __repr__(self) -> str:
         size = f", n_passages={len(self.ids_)}" if hasattr(self, "ids_") else ""
-        return f"TfidfRetriever(backend={self.backend!r}, options={self.options!r}{size})"
+        kind = f"backend={self.backend!r}, weighting={self.weighting!r}"
+        return f"TfidfRetriever({kind}, options={self.options!r}{size})"
 
     def __len__(self) -> int:
         self._check_fitted()
         return len(self.ids_)
 
     def _make_vectorizer(self):
+        if self.weighting == "bm25":
+            return Bm25Vectorizer(backend=self.backend, **self.options)
         if self.backend == "scratch":
             from slmbook.tfidf import TfidfVectorizer
 
@@ -182,7 +183,7 @@ class TfidfRetriever:
 
     def _set_index(self, vectorizer, matrix, ids, texts, sources) -> None:
         self.vectorizer_ = vectorizer
-        self.matrix_ = matrix  # (n_passages, V), rows of unit L2 norm
+        self.matrix_ = matrix  # (n_passages, V): rows of unit L2 norm, or BM25 weights
         self.ids_, self.texts_, self.sources_ = list(ids), list(texts), list(sources)
         # (V, n_passages): row t is the posting list of term t (passages, weights)
         self._by_term = matrix.T.tocsr()
@@ -190,14 +191,15 @@ class TfidfRetriever:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "ids_"):
-            raise _not_fitted_error(
+            from sklearn.exceptions import NotFittedError  # imported only when raised
+            raise NotFittedError(
                 "This TfidfRetriever instance is not fitted yet; call 'fit' with a list "
                 "of passages before searching"
             )
 
     # ------------------------------------------------------------ searching
     def _queries(self, queries: Sequence[str]) -> sp.csr_matrix:
-        """TF-IDF rows of the queries: (n_queries, V)."""
+        """TF-IDF rows (or, for BM25, term counts) of the queries: (n_queries, V)."""
         import scipy.sparse as sp
 
         self._check_fitted()
@@ -207,7 +209,7 @@ class TfidfRetriever:
         return sp.csr_matrix(self.vectorizer_.transform(list(queries)))
 
     def scores(self, queries: Sequence[str]) -> sp.csr_matrix:
-        """Cosine similarity of each query with each passage: (n_queries, n_passages), sparse."""
+        """Score (cosine, or BM25) of each query for each passage: (n_queries, n_passages), sparse."""
         import scipy.sparse as sp
 
         if isinstance(queries, str):
@@ -277,20 +279,18 @@ class TfidfRetriever:
             "format": "slmbook.retrieval.TfidfRetriever",
             "version": FORMAT_VERSION,
             "backend": self.backend,
+            "weighting": self.weighting,
             "options": self.options,
         }
-        has_source = np.array([s is not None for s in self.sources_])
         path = Path(path)
         with path.open("wb") as f:  # np.savez would otherwise append ".npz"
             np.savez(
                 f,
                 meta=pack_strings([json.dumps(meta)])[0],
                 idf=np.asarray(getattr(self.vectorizer_, "idf_", np.ones(len(terms)))),
-                data=self.matrix_.data,
-                indices=self.matrix_.indices,
-                indptr=self.matrix_.indptr,
+                data=self.matrix_.data, indices=self.matrix_.indices, indptr=self.matrix_.indptr,
                 shape=np.array(self.matrix_.shape),
-                has_source=has_source,
+                has_source=np.array([s is not None for s in self.sources_]),
                 **pack_named("terms", terms),
                 **pack_named("ids", self.ids_),
                 **pack_named("texts", self.texts_),
@@ -341,7 +341,8 @@ class TfidfRetriever:
     def _from_arrays(cls, meta: dict, a: dict) -> TfidfRetriever:
         import scipy.sparse as sp
 
-        retriever = cls(backend=meta["backend"], **meta["options"])
+        weighting = meta.get("weighting", "tfidf")  # files written before BM25 have none
+        retriever = cls(backend=meta["backend"], weighting=weighting, **meta["options"])
         terms = unpack_strings(a["terms_bytes"], a["terms_offsets"])
         shape = tuple(int(n) for n in a["shape"])
         matrix = sp.csr_matrix((a["data"], a["indices"], a["indptr"]), shape=shape)
@@ -356,7 +357,7 @@ class TfidfRetriever:
         vocab = vectorizer.vocabulary_
         if sorted(vocab, key=vocab.get) != terms:
             raise ValueError("the stored vocabulary does not match the stored passages")
-        if meta["options"]["use_idf"] and not np.allclose(vectorizer.idf_, a["idf"], rtol=1e-12):
+        if meta["options"].get("use_idf", True) and not np.allclose(vectorizer.idf_, a["idf"], rtol=1e-12):
             raise ValueError("the stored idf does not match the stored passages")
         retriever._set_index(vectorizer, matrix, ids, texts, sources)
         return retriever
