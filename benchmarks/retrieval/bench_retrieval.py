@@ -1,4 +1,4 @@
-"""Retrieval benchmark: slmbook's TfidfRetriever beside bm25s.
+"""Retrieval benchmark: slmbook's TfidfRetriever (TF-IDF and BM25 weighting) beside bm25s.
 
 Measures, at each collection size: index build time, batch throughput
 (queries per second over a fixed query set, top-10), single-query latency,
@@ -13,14 +13,18 @@ either parent topic does (half of it comes from that topic). They share the
 corpus's vocabulary and word statistics, so they cost what real passages
 cost, and they are hard distractors.
 
+slmbook's BM25 (``weighting="bm25"``) and bm25s use the same formula (the
+Lucene variant) with the same, untuned k1 = 1.5 and b = 0.75 (bm25s's
+defaults); nothing is tuned on the evaluation questions.
+
 Usage (from the repository root; bm25s only for this benchmark):
 
     .venv/bin/pip install bm25s
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
         .venv/bin/python benchmarks/retrieval/bench_retrieval.py --sizes 0 10000 100000
 
-Writes benchmarks/retrieval/results.json and prints a Markdown table
-(paste it into results.md).
+Writes benchmarks/retrieval/results.json (or --out) and prints a Markdown
+table (paste it into results.md).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ HERE = Path(__file__).parent
 KS = (1, 5, 10)
 N_SINGLE = 200  # queries timed one call at a time
 ROUNDS = 5  # timing rounds; the systems take turns in each round, best round kept
+K1, B = 1.5, 0.75  # BM25 parameters of both BM25 systems: the usual defaults, not tuned here
 
 
 def make_collection(base: list[Passage], size: int, seed: int = 0) -> list[Passage]:
@@ -83,30 +88,36 @@ def scores_of(ranked_sources: list[list[str]], relevant) -> dict[str, float]:
     return out
 
 
-def bench_slmbook(backend, passages, queries, questions, relevant):
+def bench_slmbook(backend, passages, queries, questions, relevant, weighting="tfidf"):
     from slmbook.retrieval import TfidfRetriever
 
-    build, r = timed(lambda: TfidfRetriever(backend=backend).fit(passages))
+    bm25 = {"k1": K1, "b": B} if weighting == "bm25" else {}
+    build, r = timed(
+        lambda: TfidfRetriever(backend=backend, weighting=weighting, **bm25).fit(passages))
     ranked = [[h.source for h in hits] for hits in r.search_batch(questions, k=10)]
     batch = lambda: r.search_batch(queries, k=10)  # noqa: E731
     single = lambda: [r.search(q, k=10) for q in queries[:N_SINGLE]]  # noqa: E731
     return build, batch, single, scores_of(ranked, relevant)
 
 
-def bench_bm25s(passages, queries, questions, relevant):
+def bench_bm25s(passages, queries, questions, relevant, stopwords="en"):
     import bm25s
 
     texts = [p.text for p in passages]
     sources = np.array([p.source for p in passages])
+    if stopwords == "sklearn":  # slmbook's list (318 words) instead of bm25s's "en" (33 words)
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+        stopwords = sorted(ENGLISH_STOP_WORDS)
 
     def build():
-        tokens = bm25s.tokenize(texts, stopwords="en", show_progress=False)
-        index = bm25s.BM25()
+        tokens = bm25s.tokenize(texts, stopwords=stopwords, show_progress=False)
+        index = bm25s.BM25(k1=K1, b=B, method="lucene")
         index.index(tokens, show_progress=False)
         return index
 
     def search(qs):
-        tokens = bm25s.tokenize(qs, stopwords="en", return_ids=False, show_progress=False)
+        tokens = bm25s.tokenize(qs, stopwords=stopwords, return_ids=False, show_progress=False)
         tokens = [t or ["the_empty_query"] for t in tokens]
         ids, _ = index.retrieve(tokens, k=10, show_progress=False, n_threads=1)
         return ids
@@ -123,7 +134,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 10_000, 100_000],
                         help="collection sizes in passages; 0 means the corpus passages only")
     parser.add_argument("--n-queries", type=int, default=2000)
-    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    parser.add_argument("--out", type=Path, default=HERE / "results.json",
+                        help="where to write the JSON results (default: results.json here)")
+    parser.add_argument("--bm25s-stopwords", choices=["en", "sklearn"], default="en",
+                        help="bm25s's own English list (default, as recorded) or slmbook's "
+                             "(scikit-learn's), to compare the weightings on the same tokens")
     args = parser.parse_args()
 
     base = split_passages(load_documents(), max_words=120, overlap=20)
@@ -143,7 +158,8 @@ def main() -> None:
         systems = {
             "slmbook (sklearn backend)": lambda ps: bench_slmbook("sklearn", ps, *evalargs),
             "slmbook (scratch backend)": lambda ps: bench_slmbook("scratch", ps, *evalargs),
-            "bm25s": lambda ps: bench_bm25s(ps, *evalargs),
+            "slmbook (bm25)": lambda ps: bench_slmbook("sklearn", ps, *evalargs, weighting="bm25"),
+            "bm25s": lambda ps: bench_bm25s(ps, *evalargs, stopwords=args.bm25s_stopwords),
         }
         built = {}
         for name, run in systems.items():
@@ -171,7 +187,8 @@ def main() -> None:
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "python": platform.python_version(),
         "numpy": np.__version__, "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
-        "bm25s": bm25s.__version__,
+        "bm25s": bm25s.__version__, "bm25s_stopwords": args.bm25s_stopwords,
+        "bm25_k1": K1, "bm25_b": B,
         "corpus_hash": corpus_hash(load_corpus()),
         "n_corpus_passages": len(base), "n_throughput_queries": len(queries),
         "n_questions": len(questions),
