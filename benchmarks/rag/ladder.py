@@ -12,7 +12,9 @@ run that overruns its budget by 25%.
 
 For each rung: parameters N, training FLOPs (6 N per token processed,
 padding included, counted batch by batch), CPU seconds, exact match on seen
-and held-out people (95% Wilson intervals) and inference FLOPs per answer
+and held-out people (95% Wilson intervals), closed-book exact match on the
+facts ``world.changed()`` alters against the v1 and the v2 truth (a model that
+memorised v1 stays at v1), and inference FLOPs per answer
 (2 N per token of prompt + answer + end, i.e. with a key-value cache). Beside
 them the shipped reader + TF-IDF top-3: its training cost (from
 ``slmbook/assets/reader.json`` and ``pretrained.json``; tokens estimated from
@@ -24,6 +26,8 @@ Usage (from the repository root)::
 
     OMP_NUM_THREADS=1 python benchmarks/rag/ladder.py              # the recorded ladder
     OMP_NUM_THREADS=1 python benchmarks/rag/ladder.py --tiny       # a one-minute check
+    OMP_NUM_THREADS=1 python benchmarks/rag/ladder.py --extra S-long   # 3900 steps of S
+    OMP_NUM_THREADS=1 python benchmarks/rag/ladder.py --extra S-short  # 250 steps (chapter 12, live)
 
 writes benchmarks/rag/ladder.json and ladder.md (after every rung, so that a
 run cut short keeps the rungs that finished).
@@ -64,7 +68,9 @@ ASSETS = HERE.parent.parent / "slmbook" / "assets"
 
 # (name, n_layer, n_head, n_embd, CPU-second budget)
 RUNGS = (("S", 2, 4, 64, 80.0), ("M", 4, 4, 128, 160.0), ("L", 6, 6, 204, 320.0))
-EXTRA = {"S-long": ("S-long", 2, 4, 64, 240.0, 3900)}  # the smallest model, 3x the steps of S
+EXTRA = {"S-long": ("S-long", 2, 4, 64, 240.0, 3900),  # the smallest model, 3x the steps of S
+         # a short run that chapter 12 repeats live (about 16 CPU s)
+         "S-short": ("S-short", 2, 4, 64, 40.0, 250)}
 TINY = (("tiny-S", 1, 2, 32, 8.0), ("tiny-M", 2, 4, 64, 8.0))
 BLOCK = 96
 BATCH = 64
@@ -116,6 +122,27 @@ def em(model, tok, qs, prompts) -> dict:
     return {"n": len(qs), "correct": k, "em": k / len(qs), "ci95": [lo, hi]}
 
 
+def changed_facts(model, tok, world) -> dict:
+    """Closed-book exact match on the facts ``world.changed()`` alters, against v1 and v2 truth.
+
+    The closed-book model saw only v1; a model that memorised v1 answers v1
+    whatever the world has become (chapter 12's index swap, without an index).
+    """
+    changed = {(pid, a): (old, new) for pid, a, old, new in world.diff(world.changed())}
+    out = {}
+    for split in ("seen", "heldout"):
+        qs = [q for q in world.questions(split) if (q.person, q.attribute) in changed]
+        prompts = [render_prompt(q.question) for q in qs]
+        out[split] = {}
+        for i, truth in enumerate(("v1", "v2")):
+            ok = teacher_forced_match(model, tok, prompts, [changed[q.person, q.attribute][i]
+                                                            for q in qs])
+            lo, hi = wilson(sum(ok), len(ok))
+            out[split][f"{truth} truth"] = {"n": len(ok), "correct": sum(ok),
+                                            "em": sum(ok) / len(ok), "ci95": [lo, hi]}
+    return out
+
+
 def tokens_per_answer(tok, prompts, answers) -> float:
     return sum(len(tok.encode(p + a + END)) for p, a in zip(prompts, answers, strict=True)) / len(
         prompts)
@@ -158,6 +185,7 @@ def run_rung(world, tok, name, n_layer, n_head, n_embd, budget, qs, steps=None) 
         "heldout": em(model, tok, qs["heldout"], prompts["heldout"]),
         "tokens_per_answer": tokens_per_answer(tok, prompts["heldout"],
                                                [q.answer for q in qs["heldout"]]),
+        "changed_facts": changed_facts(model, tok, world),
     }
     row["inference_flops_per_answer"] = 2 * N * row["tokens_per_answer"]
     return row
@@ -257,6 +285,13 @@ def markdown(result: dict) -> str:
                   f"{rr['inference_flops_per_answer'] / big['inference_flops_per_answer']:.2f}x. "
                   "CPU s per rung excludes its 10-step calibration run; wall s per rung: "
                   + ", ".join(f"{r['name']} {r['wall_s']:.0f}" for r in result["rungs"]) + "."]
+    swapped = [r for r in result["rungs"] if "changed_facts" in r]
+    if swapped:
+        lines += ["", "Closed book on the facts `world.changed()` alters (the model saw only v1), "
+                  "seen people: " + "; ".join(
+                      f"{r['name']}: v1 truth {cell(r['changed_facts']['seen']['v1 truth'])}, "
+                      f"v2 truth {cell(r['changed_facts']['seen']['v2 truth'])} "
+                      f"(n = {r['changed_facts']['seen']['v1 truth']['n']})" for r in swapped) + "."]
     if result.get("note"):
         lines += ["", result["note"]]
     return "\n".join(lines) + "\n"
