@@ -21,7 +21,7 @@ trains on N processes (rank 0 alone prints and writes; see
 :mod:`slmbook.distributed`). ``ask`` and ``search`` live in
 :mod:`slmbook._commands`.
 
-Taught in chapter 7, "Iterating" (book/07_iterate.ipynb).
+See appendix B, "The command line and performance" (book/B_cli_performance.ipynb).
 """
 
 from __future__ import annotations

@@ -57,8 +57,10 @@ class LearnedTfidfRetriever(nn.Module):
     Parameters
     ----------
     base:
-        A fitted :class:`~slmbook.retrieval.TfidfRetriever`; its vocabulary,
-        passages and TF-IDF matrix are used as they are (and not modified).
+        A fitted :class:`~slmbook.retrieval.TfidfRetriever`, with either
+        weighting (``"tfidf"`` or ``"bm25"``); its vocabulary, passages and
+        weighted matrix are used as they are (and not modified), so with
+        every weight at 1 the scores are the base's own.
     candidate_k:
         How many passages the first stage retrieves for :meth:`scores` and
         how many :meth:`search` re-ranks (at least the ``k`` asked for).
@@ -101,7 +103,7 @@ class LearnedTfidfRetriever(nn.Module):
         n = len(base)  # raises NotFittedError if base is not fitted
         self.base = base
         self.candidate_k = min(positive_int("candidate_k", candidate_k), n)
-        self._docs = _sparse().csr_matrix(base.matrix_, dtype=np.float64)  # (N, V), unit rows
+        self._docs = _sparse().csr_matrix(base.matrix_, dtype=np.float64)  # (N, V), the base's rows
         self._docs.sort_indices()
         vocab_size = self._docs.shape[1]
         self.theta = nn.Parameter(torch.full((vocab_size,), THETA_AT_ONE, dtype=dtype))

@@ -52,8 +52,11 @@ QUERIES = ["with statement context manager", "for loop over iterable", "exceptio
            "anonymous functions", "keys and values", "methods of a block", "statement"]
 
 
-@pytest.fixture(scope="module", params=["sklearn", "scratch"])
+@pytest.fixture(scope="module", params=["sklearn", "scratch", "bm25"])
 def base(request):
+    """A fitted base retriever: TF-IDF with either backend, or BM25 (chapter 9's option)."""
+    if request.param == "bm25":
+        return TfidfRetriever(weighting="bm25").fit(CORPUS)
     return TfidfRetriever(backend=request.param).fit(CORPUS)
 
 
