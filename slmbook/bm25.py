@@ -53,11 +53,30 @@ from slmbook._checks import finite_float, unit_interval
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
-__all__ = ["Bm25Vectorizer", "bm25_idf", "bm25_params", "bm25_weights", "weighting_options"]
+__all__ = [
+    "LUCENE_STOP_WORDS",
+    "Bm25Vectorizer",
+    "bm25_idf",
+    "bm25_params",
+    "bm25_weights",
+    "weighting_options",
+]
 
 BACKENDS = ("sklearn", "scratch")
 WEIGHTINGS = ("tfidf", "bm25")
 K1, B = 1.5, 0.75  # bm25s's defaults (Lucene's k1 is 1.2)
+
+LUCENE_STOP_WORDS: tuple[str, ...] = (
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
+    "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
+    "they", "this", "to", "was", "will", "with",
+)
+"""Lucene's classic English stop set (33 words), bm25s's ``stopwords="en"``.
+
+``TfidfRetriever(weighting="bm25", stop_words=LUCENE_STOP_WORDS)`` tokenizes
+as bm25s does; the default ``stop_words="english"`` is scikit-learn's list of
+318 words, which drops words such as "first", "find" and "part" as well.
+"""
 
 
 def bm25_params(k1: Any, b: Any) -> tuple[float, float]:

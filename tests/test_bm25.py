@@ -17,7 +17,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from slmbook.bm25 import Bm25Vectorizer, bm25_idf, bm25_params, bm25_weights, weighting_options
+from slmbook.bm25 import (
+    LUCENE_STOP_WORDS,
+    Bm25Vectorizer,
+    bm25_idf,
+    bm25_params,
+    bm25_weights,
+    weighting_options,
+)
 from slmbook.passages import Passage
 from slmbook.retrieval import Retriever, TfidfRetriever
 
@@ -251,3 +258,17 @@ def test_helpers_check_their_arguments():
         bm25_weights(sp.csr_matrix(np.ones((1, 1))), np.ones(1), k1=1.0, b=-0.1)
     with pytest.raises(ValueError, match=r"backend='dense' is unknown"):
         Bm25Vectorizer(backend="dense")
+
+
+def test_lucene_stop_words_are_bm25s_english_list():
+    stopwords = pytest.importorskip("bm25s.stopwords")
+    assert sorted(LUCENE_STOP_WORDS) == sorted(stopwords.STOPWORDS_EN)
+    assert len(set(LUCENE_STOP_WORDS)) == len(LUCENE_STOP_WORDS) == 33
+
+
+def test_lucene_stop_words_keep_words_sklearn_drops():
+    passages = ["find the first part", "the cat sat"]
+    lucene = TfidfRetriever(weighting="bm25", stop_words=LUCENE_STOP_WORDS).fit(passages)
+    english = TfidfRetriever(weighting="bm25").fit(passages)
+    assert [h.passage_id for h in lucene.search("first part", k=1)] == ["0"]
+    assert english.search("first part", k=1) == []  # both words are scikit-learn stop words

@@ -41,6 +41,7 @@ import numpy as np
 import scipy
 import sklearn
 
+from slmbook.bm25 import LUCENE_STOP_WORDS
 from slmbook.data import corpus_hash, load_corpus, load_documents
 from slmbook.evalsets import heldout_sentences, load_questions
 from slmbook.metrics import mean_reciprocal_rank, recall_at_k
@@ -88,10 +89,10 @@ def scores_of(ranked_sources: list[list[str]], relevant) -> dict[str, float]:
     return out
 
 
-def bench_slmbook(backend, passages, queries, questions, relevant, weighting="tfidf"):
+def bench_slmbook(backend, passages, queries, questions, relevant, weighting="tfidf", **options):
     from slmbook.retrieval import TfidfRetriever
 
-    bm25 = {"k1": K1, "b": B} if weighting == "bm25" else {}
+    bm25 = {"k1": K1, "b": B, **options} if weighting == "bm25" else options
     build, r = timed(
         lambda: TfidfRetriever(backend=backend, weighting=weighting, **bm25).fit(passages))
     ranked = [[h.source for h in hits] for hits in r.search_batch(questions, k=10)]
@@ -159,6 +160,9 @@ def main() -> None:
             "slmbook (sklearn backend)": lambda ps: bench_slmbook("sklearn", ps, *evalargs),
             "slmbook (scratch backend)": lambda ps: bench_slmbook("scratch", ps, *evalargs),
             "slmbook (bm25)": lambda ps: bench_slmbook("sklearn", ps, *evalargs, weighting="bm25"),
+            # the same tokens as bm25s: Lucene's 33 stop words instead of scikit-learn's 318
+            "slmbook (bm25, Lucene stop words)": lambda ps: bench_slmbook(
+                "sklearn", ps, *evalargs, weighting="bm25", stop_words=LUCENE_STOP_WORDS),
             "bm25s": lambda ps: bench_bm25s(ps, *evalargs, stopwords=args.bm25s_stopwords),
         }
         built = {}
