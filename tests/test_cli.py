@@ -57,10 +57,10 @@ def test_every_train_config_field_is_an_option_with_the_same_default():
             assert f.metadata["help"].split()[0] in actions[f.name].help or f.name == "block_size"
     # the deliberate differences, each with its reason in cli.py; nothing else differs
     assert sorted(CLI_DEFAULTS) == ["block_size", "checkpoint_every", "checkpoint_path",
-                                    "device", "max_steps"]
+                                    "device", "lr", "max_steps"]
     args = sub.parse_args([])
     assert {a: getattr(args, a) for a in ("eval_every", "seed", "lr")} == {
-        "eval_every": TrainConfig.eval_every, "seed": TrainConfig.seed, "lr": TrainConfig.lr}
+        "eval_every": TrainConfig.eval_every, "seed": TrainConfig.seed, "lr": CLI_DEFAULTS["lr"]}
     assert sub.parse_args(["--grad-clip", "none", "--steps", "7"]).grad_clip is None
 
 

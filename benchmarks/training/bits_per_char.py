@@ -21,6 +21,7 @@ import time
 import torch
 from _common import HERE, environment, write_results
 
+from slmbook.cli import CLI_DEFAULTS
 from slmbook.compression import compressor_bits_per_char
 from slmbook.data import corpus_hash, load_corpus, train_val_split
 from slmbook.losses import estimate_loss
@@ -38,7 +39,7 @@ def make_model(args: argparse.Namespace, vocab: int) -> GPT:
 def steps_per_second(args: argparse.Namespace, train_ids, val_ids, vocab: int) -> float:
     h = train(make_model(args, vocab), train_ids, val_ids, max_steps=10_000,
               batch_size=args.batch_size, eval_every=10_000, eval_batches=1, progress=False,
-              time_limit=args.calibration_seconds, seed=args.seed)
+              time_limit=args.calibration_seconds, seed=args.seed, lr=args.lr, dtype=args.dtype)
     skip = min(10, len(h.steps) // 2)  # the first steps are slower
     return (len(h.steps) - skip) / (h.time[-1] - h.time[skip - 1] if skip else h.time[-1])
 
@@ -50,7 +51,7 @@ def run_budget(args, minutes: float, rate: float, train_ids, val_ids, vocab: int
     model = make_model(args, vocab)
     h = train(model, train_ids, val_ids, max_steps=max_steps, batch_size=args.batch_size,
               lr=args.lr, eval_every=eval_every, eval_batches=args.eval_batches,
-              progress=False, time_limit=seconds, seed=args.seed)
+              progress=False, time_limit=seconds, seed=args.seed, dtype=args.dtype)
     start = time.perf_counter()
     val_loss = estimate_loss(model, val_ids, batch_size=64)  # the whole split, in order
     return {"minutes": minutes, "steps": len(h.steps), "planned_steps": max_steps,
@@ -78,7 +79,10 @@ def main() -> None:
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=CLI_DEFAULTS["lr"],
+                   help="peak learning rate (default: slmbook train's, %(default)g)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="autocast dtype of the forward pass (TrainConfig.dtype)")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--out", default=str(HERE / "results"),
                    help="folder for bits_per_char.json/.md")

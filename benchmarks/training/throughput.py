@@ -66,10 +66,11 @@ def measure(args: argparse.Namespace, ids: torch.Tensor, vocab: int, variant: st
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
                                        {"params": rest, "weight_decay": 0.0}],
                                       lr=1e-3, betas=(0.9, 0.99), fused=True)
+    dtype = "bfloat16" if variant == "bf16-autocast" else "float32"  # matmuls in bfloat16
     steps = args.warmup + args.steps
     h = train(model, train_ids, val_ids, max_steps=steps, batch_size=args.batch_size,
               eval_every=steps, eval_batches=1, optimizer=optimizer, progress=False,
-              seed=args.seed)
+              seed=args.seed, dtype=dtype)
     seconds = h.time[-1] - h.time[args.warmup - 1]
     tokens = h.tokens[-1] - h.tokens[args.warmup - 1]
     return tokens / seconds
@@ -88,7 +89,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--variants", default="default,torch-adamw-fused,bare-loop",
                    help="comma-separated: default (train() with slmbook AdamW), "
-                   "torch-adamw-fused (train() with torch's fused AdamW), bare-loop (a minimal "
+                   "torch-adamw-fused (train() with torch's fused AdamW), bf16-autocast (train() "
+                   "with dtype='bfloat16'), bare-loop (a minimal "
                    "nanoGPT-style loop with torch's fused AdamW around the same model: the "
                    "in-run reference)")
     p.add_argument("--rounds", type=int, default=3,
