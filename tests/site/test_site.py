@@ -44,13 +44,16 @@ COLLECT = r"""
 () => {
   const skip = "pre, code, script, style, textarea, mjx-container, .highlight, .linenos";
   const visible = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
-  const raw = [];
+  const raw = [], rawTables = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     const parent = node.parentElement;
     if (!parent || parent.closest(skip) || !visible(parent)) continue;
     const m = node.textContent.match(/\\\(|\\\[|\$\$/);
     if (m) raw.push(node.textContent.slice(Math.max(0, m.index - 40), m.index + 60));
+    // a Markdown table left as text: its delimiter row ("|---|", or "|—|" once smartquoted)
+    const t = node.textContent.match(/\|\s*:?(-{3,}|\u2014+):?\s*\|/);
+    if (t) rawTables.push(node.textContent.slice(0, 80));
   }
   const maths = [...document.querySelectorAll(".math")];
   const widgets = [...document.querySelectorAll(
@@ -82,6 +85,7 @@ COLLECT = r"""
     containers: document.querySelectorAll("mjx-container").length,
     merrors: [...document.querySelectorAll("mjx-merror")].map((e) => e.textContent),
     raw,
+    rawTables,
     widgets,
     links: [...document.querySelectorAll("a[href]")].map((a) => a.href),
     ids: [...document.querySelectorAll("[id], a[name]")].map((e) => e.id || e.name),
@@ -126,7 +130,7 @@ def _block_outside(context, base: str, record: dict[str, list[str]]) -> None:
 
 REDIRECT = re.compile(r'<meta http-equiv="Refresh" content="0; url=([^"]+)"', re.I)
 EMPTY = {"title": "", "animations": [], "images": [], "maths": 0, "typeset": 0, "untypeset": [], "containers": 0,
-         "merrors": [], "raw": [], "widgets": [], "links": [], "ids": [], "mathjax_src": []}
+         "merrors": [], "raw": [], "rawTables": [], "widgets": [], "links": [], "ids": [], "mathjax_src": []}
 
 
 def _visit(context, base: str, path: str, record: dict, shots: Path, site: Path) -> Page:
@@ -214,6 +218,11 @@ def test_every_equation_is_typeset(crawl, page_path):
     assert data["raw"] == [], "raw TeX delimiters in the visible text"
     if data["maths"]:
         assert any("/_static/mathjax/" in src for src in data["mathjax_src"]), data["mathjax_src"]
+
+
+def test_every_markdown_table_is_rendered(crawl, page_path):
+    """A table a cell writes as Markdown is an HTML table, not its source text."""
+    assert crawl[page_path].data["rawTables"] == [], "Markdown tables shown as text"
 
 
 def test_every_widget_has_a_static_rendering(crawl, page_path):
@@ -322,6 +331,9 @@ def test_a_chapter_opened_as_a_local_file_shows_its_equations(browser, site: Pat
 BROKEN_PAGE = """<!doctype html><html><head><title>broken</title>
 <script src="https://cdn.example.org/lib.js"></script></head><body>
 <p>Raw maths: <span class="math">\\(x^2\\)</span> and $$y$$.</p>
+<p>| a | b |
+|&mdash;|&mdash;|
+| 1 | 2 |</p>
 <img src="missing.png" alt="missing">
 <a href="nowhere.html">a dead link</a> <a href="#no-such-anchor">a dead anchor</a>
 <script>undefinedFunction();</script>
@@ -361,6 +373,7 @@ def test_the_checks_catch_a_broken_page(browser, tmp_path: Path):
     assert [img["ok"] for img in data["images"]] == [False, True]  # missing.png, the frame
     assert f"{base}missing.png" in " ".join(page.missing_local)
     assert data["untypeset"] == ["\\(x^2\\)"] and len(data["raw"]) == 2
+    assert len(data["rawTables"]) == 1
     assert data["animations"] == [{"frames": 1, "buttons": 1, "icons": 0}]
     assert f"{base}nowhere.html" in data["links"] and "no-such-anchor" not in data["ids"]
     assert (shots / "broken.png").stat().st_size > 1000
