@@ -44,15 +44,15 @@ run() {  # run LABEL COMMAND...: one training, one row of the table
 
 TORCHRUN=("$PY" -m torch.distributed.run --standalone)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-run cpu-float32 "$PY" -m slmbook train --device cpu
-run cpu-ddp-2-gloo "${TORCHRUN[@]}" --nproc_per_node=2 -m slmbook train --device cpu
+run cpu-float32 "$PY" -m slmbook train --device cpu --dtype float32
+run cpu-ddp-2-gloo "${TORCHRUN[@]}" --nproc_per_node=2 -m slmbook train --device cpu --dtype float32
 if [ "$NGPU" -gt 0 ]; then
     for dtype in float32 bfloat16 float16; do
         run "cuda-$dtype" "$PY" -m slmbook train --device cuda --dtype "$dtype"
     done
     if [ "$NGPU" -ge 2 ]; then
         run "cuda-ddp-$NGPU-nccl" "${TORCHRUN[@]}" --nproc_per_node="$NGPU" -m slmbook train \
-            --device cuda
+            --device cuda --dtype float32
     else
         echo "one GPU: DDP on GPUs needs at least 2 (NCCL gives each rank its own GPU)" >&2
     fi

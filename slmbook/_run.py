@@ -9,7 +9,9 @@ See chapter 7, "Iterating" (book/07_iterate.ipynb).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -53,9 +55,7 @@ class Run:
                              f"multiple of the {self.ctx.world_size} processes, each taking "
                              f"batch_size / {self.ctx.world_size} rows")
         block_size = positive_int("block_size", config.block_size or model_block_size(model))
-        device = model_device(model)
-        self.amp = lambda: devices.autocast(device, config.dtype)
-        self.scaler = devices.grad_scaler(device, config.dtype)
+        self.device = device = model_device(model)
         self.forward_model = ddp.wrap(model, self.ctx)  # DDP averages the gradients of all ranks
         self.generator = torch.Generator().manual_seed(config.seed)
         stream = (config.batch_size, block_size, self.generator, device)
@@ -66,14 +66,56 @@ class Run:
         self.eval_train = self.draw.fixed_batches(config.eval_batches or 20, config.seed + 1)
         self.eval_val = None if val is None else val.fixed_batches(config.eval_batches,
                                                                    config.seed + 2)
+        self.auto_dtype, self.auto_speedup = config.dtype == "auto", None
+        if self.auto_dtype:  # measured here, on a training batch, in every process alike
+            dtype, self.auto_speedup = devices.choose_dtype(
+                device, self._probe_seconds, combine=lambda ts: ddp.all_sums(ts, self.ctx))
+        self._set_dtype(dtype if self.auto_dtype else config.dtype)
         self.optimizer, self.own_optimizer = optimizer, own_optimizer  # own: config.lr applies
         self.schedule_steps = self.max_steps  # the horizon of the schedule (kept on resume)
         self.scheduler = self._scheduler(config.schedule)
         self.step, self.history, self.last_saved = 0, History(), None
+        self.history.dtype = self.config.dtype
         if config.checkpoint_path is not None and self.ctx.is_main:  # fail now, not after
             checkpoints.check_writable(self._path(0))
             _files.check_free_space(self._path(0), _checkpoint_bytes(
                 model, self.optimizer, early_stopping))
+
+    def _set_dtype(self, dtype: str) -> None:
+        """Train the forward passes in ``dtype`` (a concrete one, never ``"auto"``)."""
+        self.config = dataclasses.replace(self.config, dtype=dtype)  # checkpoints store it
+        self.amp = lambda: devices.autocast(self.device, dtype)
+        self.scaler = devices.grad_scaler(self.device, dtype)
+
+    def _probe_seconds(self, dtype: str) -> float:
+        """Seconds of one forward and backward pass in ``dtype`` that change nothing.
+
+        The first evaluation batch stands in for a training batch (same size,
+        not drawn from the training stream); gradients, buffers, random
+        states and the train/eval mode are put back afterwards.
+        """
+        model, batch = self.model, self.eval_train[0]
+        params, buffers = list(model.parameters()), [b.clone() for b in model.buffers()]
+        grads, training = [p.grad for p in params], model.training
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            for p in params:
+                p.grad = None
+            model.train()
+            _synchronize(self.device)
+            start = time.perf_counter()
+            with devices.autocast(self.device, dtype):
+                loss = self.loss_fn(model, batch)
+            loss.backward()
+            _synchronize(self.device)
+            seconds = time.perf_counter() - start
+        model.train(training)
+        with torch.no_grad():
+            for b, saved in zip(model.buffers(), buffers, strict=True):
+                b.copy_(saved)
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        return seconds
 
     def _scheduler(self, schedule: Any) -> Any:
         if schedule is None or not isinstance(schedule, str):
@@ -207,6 +249,8 @@ class Run:
                              f"max_steps={self.max_steps}; raise max_steps to continue")
         state = ckpt.training_state or {}
         stored = state.get("config") if isinstance(state.get("config"), dict) else {}
+        if self.auto_dtype and stored.get("dtype") in devices.DTYPES:
+            self._set_dtype(stored["dtype"])  # "auto" continues in the precision it chose
         check_same_run(path, ckpt.meta, self.meta, stored, self.config.to_dict())
         horizon = state.get("schedule_steps", self.max_steps)
         if horizon != self.max_steps and isinstance(self.config.schedule, str):
@@ -225,11 +269,18 @@ class Run:
             checkpoints.restore_rng_states(ckpt.rng, self.generator)
         self.step, self.last_saved = ckpt.step, Path(path)
         self.history = History.from_dict(ckpt.history) if ckpt.history else History()
+        self.history.dtype = self.config.dtype
         self.draw.skip(state.get("batches_consumed", 0))
         if self.early_stopping is not None and state.get("early_stopping") is not None:
             self.early_stopping.load_state_dict(state["early_stopping"])
         if self.scaler is not None and state.get("grad_scaler"):
             self.scaler.load_state_dict(state["grad_scaler"])
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so that timings are real."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _checkpoint_bytes(model: nn.Module, optimizer: torch.optim.Optimizer,

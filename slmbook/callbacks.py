@@ -46,6 +46,8 @@ class History:
     stop_reason:
         ``"max_steps"``, ``"early_stopping"``, ``"time_limit"``,
         ``"interrupted"`` (Ctrl-C) or ``"terminated"`` (SIGTERM).
+    dtype:
+        The precision of the forward passes (what ``dtype="auto"`` chose).
 
     Examples
     --------
@@ -66,6 +68,7 @@ class History:
     eval_val_loss: list[float] = field(default_factory=list)
     samples: list[list] = field(default_factory=list)
     stop_reason: str = ""
+    dtype: str = ""
 
     def __repr__(self) -> str:
         last = f", val_loss={self.eval_val_loss[-1]:.4f}" if self.eval_val_loss else ""

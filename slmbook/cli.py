@@ -10,7 +10,7 @@ Examples::
 
 ``python -m slmbook ...`` does the same. The options of ``train`` are
 generated from :class:`slmbook.training.TrainConfig`, with its defaults
-(except the six in ``CLI_DEFAULTS``, each with its reason). Mistakes in the
+(except the seven in ``CLI_DEFAULTS``, each with its reason). Mistakes in the
 arguments (an unknown option, a bad value, a missing or unreadable
 checkpoint or file, an ``--out`` or ``--index`` that holds another file)
 print a one-line message and exit with status 2. An interrupted training
@@ -53,8 +53,10 @@ __all__ = ["CLI_DEFAULTS", "build_parser", "main"]
 
 _EPILOG_TRAIN = """\
 The defaults (4 layers, 4 heads, width 128, context 64, batch 12, peak
-learning rate 4e-3, 2000 steps) take a minute or two on 2 CPU cores. Ctrl-C (or SIGTERM) stops at the end of
-the current step and saves a checkpoint that --resume continues exactly, with
+learning rate 4e-3, 2000 steps) take a minute or two on 2 CPU cores. With
+--dtype auto (the default) the run is in bfloat16 where a few timed passes
+show it faster on this machine, else float32 (--dtype float32 repeats bit for
+bit on any machine). Ctrl-C (or SIGTERM) stops at the end of the current step and saves a checkpoint that --resume continues exactly, with
 the options stored in it; an option given again replaces the stored one."""
 
 
@@ -68,6 +70,9 @@ CLI_DEFAULTS = {
     "checkpoint_path": "slmbook-run.pt",  # a command always leaves its result on disk
     "checkpoint_every": 500,  # a crash loses at most 500 steps of work
     "device": "auto",  # the command builds the model itself: on a GPU when there is one
+    # benchmarks/training/throughput.py: bfloat16 autocast 1.2x float32 on a CPU with bfloat16
+    # instructions, slower elsewhere; "auto" times both on the first batch and keeps the faster
+    "dtype": "auto",
 }
 _MACHINE = ("device",)  # where a run trains is this machine's business: --resume never restores it
 _FLAGS = {"max_steps": ["--max-steps", "--steps"], "checkpoint_path": ["--out"],
@@ -280,8 +285,8 @@ def _train(args: argparse.Namespace) -> int:
     saved = config.checkpoint_file(history.steps[-1] if history.steps else 0)
     if main:
         print(f"stopped ({history.stop_reason}) after {len(history.steps)} steps, "
-              f"{seconds:.0f} s, {tokens / max(seconds, 1e-9):,.0f} tokens/s; "
-              f"checkpoint: {saved}")
+              f"{seconds:.0f} s, {tokens / max(seconds, 1e-9):,.0f} tokens/s in "
+              f"{history.dtype}; checkpoint: {saved}")
     if history.stop_reason in ("interrupted", "terminated"):
         if main:
             print(f"{history.stop_reason}: resume with --resume {saved}", file=sys.stderr)

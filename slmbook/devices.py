@@ -9,10 +9,16 @@ moments staying float32. :func:`grad_scaler` is the gradient scaler that
 float16 needs on CUDA (its small range would flush small gradients to zero).
 
 On a CPU, whether bfloat16 autocast is faster depends on the CPU: with
-bfloat16 instructions (AVX-512 BF16, AMX) it was 1.3 to 1.4 times faster
-than float32 at the command's default size (one thread, an AMD EPYC);
-without them every operand is converted and nothing is gained. float32 stays
-the default: exact, and repeatable bit for bit on any CPU.
+bfloat16 instructions (AVX-512 BF16, AMX) it was 1.2 to 1.4 times faster
+than float32 at the command's default size (an AMD EPYC; see
+benchmarks/training/), but slower on an Intel Xeon with AMX at that size;
+without them every operand is converted and nothing is gained. So
+``dtype="auto"`` measures instead of guessing: where the device computes in
+bfloat16 natively (:func:`has_native_bfloat16`), :func:`choose_dtype` times a
+few forward and backward passes in each precision and keeps bfloat16 only if
+it is at least :data:`AUTO_SPEEDUP` times faster. ``slmbook train`` uses
+``"auto"``; ``train()`` keeps float32, exact and repeatable bit for bit on any
+CPU.
 
 Taught in appendix A, "Beyond one machine" (book/A_distributed.ipynb).
 """
@@ -20,18 +26,25 @@ Taught in appendix A, "Beyond one machine" (book/A_distributed.ipynb).
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-__all__ = ["DEVICES", "DTYPES", "autocast", "grad_scaler", "resolve_device"]
+__all__ = ["AUTO_SPEEDUP", "DEVICES", "DTYPES", "autocast", "choose_dtype", "grad_scaler",
+           "has_native_bfloat16", "resolve_device"]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 """The names ``TrainConfig.device`` accepts (``None``: the model's own device)."""
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-"""The names ``TrainConfig.dtype`` accepts, and the dtype of the autocast products."""
+"""The precisions ``TrainConfig.dtype`` names (it also accepts ``"auto"``), and the dtype
+of the autocast products."""
+
+AUTO_SPEEDUP = 1.05
+"""How much faster bfloat16 must measure for ``dtype="auto"`` to choose it over float32."""
 
 
 def check_device(name: str | None) -> str | None:
@@ -42,11 +55,68 @@ def check_device(name: str | None) -> str | None:
     return name
 
 
-def check_dtype(name: str) -> str:
-    """``name`` if it is one of :data:`DTYPES`, else a ``ValueError``."""
+def check_dtype(name: str, *, allow_auto: bool = True) -> str:
+    """``name`` if it is one of :data:`DTYPES` (or ``"auto"``), else a ``ValueError``."""
+    if name == "auto" and allow_auto:
+        return name
     if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {name!r}")
+        choices = [*DTYPES, "auto"] if allow_auto else list(DTYPES)
+        raise ValueError(f"dtype must be one of {choices}, got {name!r}")
     return name
+
+
+def has_native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively.
+
+    A CUDA GPU that supports bfloat16, or a CPU with AVX-512 BF16 or AMX
+    instructions. Elsewhere (MPS, older CPUs) bfloat16 autocast only adds
+    conversions, and ``dtype="auto"`` takes float32 without measuring.
+
+    See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
+    """
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    return False
+
+
+def choose_dtype(device: torch.device, seconds: Callable[[str], float], *, rounds: int = 3,
+                 combine: Callable[[list[float]], list[float]] | None = None
+                 ) -> tuple[str, float | None]:
+    """The precision ``dtype="auto"`` trains in, and the speed-up measured for bfloat16.
+
+    ``seconds(dtype)`` runs one forward and backward pass in ``dtype`` and
+    returns how long it took. Where :func:`has_native_bfloat16` is false the
+    answer is ``("float32", None)`` without measuring. Otherwise both
+    precisions run ``rounds + 1`` times, taking turns (the first of each is a
+    warm-up); bfloat16 is chosen when the best float32 time is at least
+    :data:`AUTO_SPEEDUP` times the best bfloat16 time. ``combine`` turns this
+    process's two times into the ones to compare (the sums over all
+    processes, so that every rank decides alike).
+
+    Examples
+    --------
+    >>> cpu = torch.device("cpu")
+    >>> chosen = choose_dtype(cpu, {"float32": 2.0, "bfloat16": 1.0}.get)
+    >>> chosen == (("bfloat16", 2.0) if has_native_bfloat16(cpu) else ("float32", None))
+    True
+
+    See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
+    """
+    if not has_native_bfloat16(device):
+        return "float32", None
+    best = {"float32": math.inf, "bfloat16": math.inf}
+    for i in range(rounds + 1):
+        for dtype in best:
+            t = seconds(dtype)
+            if i:
+                best[dtype] = min(best[dtype], t)
+    t32, t16 = (combine or (lambda ts: ts))([best["float32"], best["bfloat16"]])
+    speedup = t32 / t16 if t16 > 0 else math.inf
+    return ("bfloat16" if speedup >= AUTO_SPEEDUP else "float32"), speedup
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -87,7 +157,7 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
 
     See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
     """
-    if check_dtype(dtype) == "float32":
+    if check_dtype(dtype, allow_auto=False) == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
 
@@ -99,7 +169,7 @@ def grad_scaler(device: torch.device, dtype: str) -> torch.amp.GradScaler | None
 
     See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
     """
-    if check_dtype(dtype) != "float16":
+    if check_dtype(dtype, allow_auto=False) != "float16":
         return None
     if device.type == "cuda":
         return torch.amp.GradScaler("cuda")

@@ -125,7 +125,9 @@ class TrainConfig:
                 "reproducible): the model is moved there (None: train where the model is)"})
     dtype: str = field(default="float32", metadata={
         "help": "precision of the forward pass: 'float32', or 'bfloat16' / 'float16' by "
-                "autocast (float16 with a gradient scaler on CUDA); float32 repeats bit for bit"})
+                "autocast (float16 with a gradient scaler on CUDA), or 'auto': bfloat16 where "
+                "a few timed passes show it faster on this machine, else float32; float32 "
+                "repeats bit for bit"})
 
     def __post_init__(self) -> None:
         positive_int("max_steps", self.max_steps, allow_none=True)

@@ -22,7 +22,8 @@ from slmbook.cli import CLI_DEFAULTS, build_parser, main
 from slmbook.training import TrainConfig
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8",
-        "--batch-size", "4", "--eval-batches", "2", "--no-progress"]
+        "--batch-size", "4", "--eval-batches", "2", "--no-progress",
+        "--dtype", "float32"]  # not the command's "auto": runs compared here must not depend on timing
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ def test_every_train_config_field_is_an_option_with_the_same_default():
             assert f.metadata["help"].split()[0] in actions[f.name].help or f.name == "block_size"
     # the deliberate differences, each with its reason in cli.py; nothing else differs
     assert sorted(CLI_DEFAULTS) == ["block_size", "checkpoint_every", "checkpoint_path",
-                                    "device", "lr", "max_steps"]
+                                    "device", "dtype", "lr", "max_steps"]
     args = sub.parse_args([])
     assert {a: getattr(args, a) for a in ("eval_every", "seed", "lr")} == {
         "eval_every": TrainConfig.eval_every, "seed": TrainConfig.seed, "lr": CLI_DEFAULTS["lr"]}

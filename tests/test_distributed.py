@@ -37,7 +37,8 @@ TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8"
         "--eval-every", "10", "--steps", "20", "--checkpoint-every", "10",
         # train()'s rate, not the command's 4e-3: the float32 rounding that 1 and 2 processes
         # differ by grows with the step size, and the bounds below are for this one
-        "--lr", "1e-3"]
+        "--lr", "1e-3",
+        "--dtype", "float32"]  # not "auto", which could choose differently for 1 and 2 processes
 TIMEOUT = 240  # seconds for one torchrun launch, far above the ~15 s it takes on 2 busy cores
 
 

@@ -412,3 +412,43 @@ def test_bad_tensor_betas_raise():
         optim.Adam(w, betas=(torch.tensor(0.9), torch.tensor([0.9, 0.99])))
     with pytest.raises(ValueError, match="betas must be both floats or both tensors"):
         optim.Adam(w, betas=(torch.tensor(0.9), 0.999))
+
+
+ADAM_CASES = [c for c in CASES if c[0] != "SGD"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize(("name", "options"), ADAM_CASES, ids=[f"{n}-{o}" for n, o in ADAM_CASES])
+def test_foreach_path_equals_the_loop_bit_for_bit(name, options, dtype):
+    """Adam's default (foreach) path and the per-parameter loop: the same numbers, exactly."""
+    init, loss_fn = _problem(dtype, seed=3)
+    fast, loop, ref = _leaves(init), _leaves(init), _leaves(init)
+    fast_opt = _make(getattr(optim, name), fast, options)
+    loop_opt = _make(getattr(optim, name), loop, {**options, "foreach": False})
+    ref_opt = _make(getattr(torch.optim, name), ref, {**options, "foreach": True})
+    assert all(fast_opt._use_foreach(g) is False for g in fast_opt.param_groups)  # no grads yet
+    for _ in range(50):
+        for opt, params in ((fast_opt, fast), (loop_opt, loop), (ref_opt, ref)):
+            _run(opt, params, loss_fn, 1)
+    assert all(fast_opt._use_foreach(g) for g in fast_opt.param_groups)
+    assert not any(loop_opt._use_foreach(g) for g in loop_opt.param_groups)
+    for a, b, c in zip(fast, loop, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        torch.testing.assert_close(a, c, **TOL[dtype])  # and torch's own foreach path
+    for p, q in zip(fast, loop, strict=True):  # the state too: checkpoints do not depend on it
+        for key, value in fast_opt.state[p].items():
+            torch.testing.assert_close(value, loop_opt.state[q][key], rtol=0, atol=0)
+
+
+def test_foreach_falls_back_to_the_loop_where_it_does_not_apply():
+    w = torch.zeros(3, requires_grad=True, dtype=torch.float64)
+    b = torch.zeros(2, requires_grad=True, dtype=torch.float32)
+    opt = optim.AdamW([w, b])
+    w.grad, b.grad = torch.ones_like(w), torch.ones_like(b)
+    assert not opt._use_foreach(opt.param_groups[0])  # two dtypes in one group
+    opt.step()
+    assert opt.state[w]["step"].item() == opt.state[b]["step"].item() == 1
+    tensor_betas = optim.Adam([w], betas=(torch.tensor(0.9), torch.tensor(0.99)))
+    assert not tensor_betas._use_foreach(tensor_betas.param_groups[0])
+    with pytest.raises(ValueError, match="foreach must be True, False or None"):
+        optim.Adam([w], foreach="yes")

@@ -1,7 +1,10 @@
 """Validation bits per character after a fixed wall-clock budget, beside compressors.
 
-For each budget (minutes), a fresh model of the default configuration trains
-with a warmup-then-cosine schedule sized to the budget (the number of steps is
+For each budget (minutes), a fresh model of the default configuration (every
+option's default is read from ``slmbook train``'s parser, so the benchmark
+follows the command; ``--dtype auto`` is resolved once, by the calibration
+run, and every budget trains in its choice) trains with a warmup-then-cosine
+schedule sized to the budget (the number of steps is
 estimated from a short calibration run) and a hard time limit; then the whole
 validation split is scored (bits per character = loss in nats / ln 2, since
 one token is one character). The standard-library compressors (zlib, bz2,
@@ -21,7 +24,7 @@ import time
 import torch
 from _common import HERE, environment, write_results
 
-from slmbook.cli import CLI_DEFAULTS
+from slmbook.cli import build_parser
 from slmbook.compression import compressor_bits_per_char
 from slmbook.data import corpus_hash, load_corpus, train_val_split
 from slmbook.losses import estimate_loss
@@ -36,12 +39,14 @@ def make_model(args: argparse.Namespace, vocab: int) -> GPT:
                          n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout))
 
 
-def steps_per_second(args: argparse.Namespace, train_ids, val_ids, vocab: int) -> float:
+def steps_per_second(args: argparse.Namespace, train_ids, val_ids,
+                     vocab: int) -> tuple[float, str]:
     h = train(make_model(args, vocab), train_ids, val_ids, max_steps=10_000,
               batch_size=args.batch_size, eval_every=10_000, eval_batches=1, progress=False,
               time_limit=args.calibration_seconds, seed=args.seed, lr=args.lr, dtype=args.dtype)
     skip = min(10, len(h.steps) // 2)  # the first steps are slower
-    return (len(h.steps) - skip) / (h.time[-1] - h.time[skip - 1] if skip else h.time[-1])
+    rate = (len(h.steps) - skip) / (h.time[-1] - h.time[skip - 1] if skip else h.time[-1])
+    return rate, h.dtype  # "auto" is resolved once, here, and the budgets train in its choice
 
 
 def run_budget(args, minutes: float, rate: float, train_ids, val_ids, vocab: int) -> dict:
@@ -54,7 +59,8 @@ def run_budget(args, minutes: float, rate: float, train_ids, val_ids, vocab: int
               progress=False, time_limit=seconds, seed=args.seed, dtype=args.dtype)
     start = time.perf_counter()
     val_loss = estimate_loss(model, val_ids, batch_size=64)  # the whole split, in order
-    return {"minutes": minutes, "steps": len(h.steps), "planned_steps": max_steps,
+    return {"minutes": minutes, "dtype": h.dtype, "steps": len(h.steps),
+            "planned_steps": max_steps,
             "train_seconds": h.time[-1], "tokens": h.tokens[-1],
             "tokens_per_s": h.tokens[-1] / h.time[-1], "stop_reason": h.stop_reason,
             "val_loss_nats": val_loss, "val_bits_per_char": val_loss / math.log(2),
@@ -73,16 +79,14 @@ def main() -> None:
     p.add_argument("--eval-seconds", type=float, default=15.0,
                    help="evaluate roughly every this many seconds (default: 15)")
     p.add_argument("--eval-batches", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=12)
-    p.add_argument("--block-size", type=int, default=64)
-    p.add_argument("--n-layer", type=int, default=4)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--n-embd", type=int, default=128)
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--lr", type=float, default=CLI_DEFAULTS["lr"],
-                   help="peak learning rate (default: slmbook train's, %(default)g)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="autocast dtype of the forward pass (TrainConfig.dtype)")
+    cli = build_parser().parse_args(["train"])  # every default below is slmbook train's
+    for name, kind in (("batch_size", int), ("block_size", int), ("n_layer", int),
+                       ("n_head", int), ("n_embd", int), ("dropout", float), ("lr", float)):
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(cli, name),
+                       help="default: slmbook train's, %(default)g")
+    p.add_argument("--dtype", default=cli.dtype, choices=["auto", "float32", "bfloat16"],
+                   help="precision of the forward pass (TrainConfig.dtype; default: slmbook "
+                   "train's, %(default)s)")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--out", default=str(HERE / "results"),
                    help="folder for bits_per_char.json/.md")
@@ -94,15 +98,16 @@ def main() -> None:
     train_ids, val_ids = train_val_split(ids)
     train_text, val_text = train_val_split(text)
     compressors = compressor_bits_per_char(train_text, val_text)
-    rate = steps_per_second(args, train_ids, val_ids, tok.vocab_size)
+    rate, chosen = steps_per_second(args, train_ids, val_ids, tok.vocab_size)
+    requested, args.dtype = args.dtype, chosen
     runs = [run_budget(args, m, rate, train_ids, val_ids, tok.vocab_size) for m in args.minutes]
     result = {"environment": environment(corpus_hash(text)), "config": vars(args),
-              "calibrated_steps_per_s": rate, "compressors_bits_per_char": compressors,
+              "dtype_requested": requested, "calibrated_steps_per_s": rate, "compressors_bits_per_char": compressors,
               "runs": runs}
     best = min(v["conditional"] for v in compressors.values())
-    md = ["| budget | steps | tokens/s | val bits/char | vs best compressor |",
-          "|---|---:|---:|---:|---:|"]
-    md += [f"| {r['minutes']:g} min | {r['steps']:,} | {r['tokens_per_s']:,.0f} | "
+    md = ["| budget | precision | steps | tokens/s | val bits/char | vs best compressor |",
+          "|---|---|---:|---:|---:|---:|"]
+    md += [f"| {r['minutes']:g} min | {r['dtype']} | {r['steps']:,} | {r['tokens_per_s']:,.0f} | "
            f"{r['val_bits_per_char']:.3f} | {r['val_bits_per_char'] - best:+.3f} |" for r in runs]
     md.append("\nCompressors on the validation split, given the training text (bits/char): "
               + ", ".join(f"{k} {v['conditional']:.3f}" for k, v in compressors.items()) + ".")
