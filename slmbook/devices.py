@@ -33,8 +33,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["AUTO_SPEEDUP", "DEVICES", "DTYPES", "autocast", "choose_dtype", "grad_scaler",
-           "has_native_bfloat16", "resolve_device"]
+__all__ = ["AUTO_SPEEDUP", "DEVICES", "DTYPES", "autocast", "best_seconds", "choose_dtype",
+           "grad_scaler", "has_native_bfloat16", "resolve_device"]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 """The names ``TrainConfig.device`` accepts (``None``: the model's own device)."""
@@ -83,6 +83,29 @@ def has_native_bfloat16(device: torch.device) -> bool:
     return False
 
 
+def best_seconds(seconds: Callable[[str], float], dtypes: tuple[str, ...] = ("float32", "bfloat16"),
+                 *, rounds: int = 3) -> dict[str, float]:
+    """The shortest of ``rounds`` calls of ``seconds(dtype)`` for each of ``dtypes``.
+
+    The dtypes take turns, so that a machine growing busier slows them all
+    alike, after one untimed warm-up call each.
+
+    Examples
+    --------
+    >>> best_seconds({"float32": 2.0, "bfloat16": 1.0}.get)
+    {'float32': 2.0, 'bfloat16': 1.0}
+
+    See appendix A, "Beyond one machine" (book/A_distributed.ipynb).
+    """
+    best = dict.fromkeys(dtypes, math.inf)
+    for i in range(rounds + 1):
+        for dtype in dtypes:
+            t = seconds(dtype)
+            if i:
+                best[dtype] = min(best[dtype], t)
+    return best
+
+
 def choose_dtype(device: torch.device, seconds: Callable[[str], float], *, rounds: int = 3,
                  combine: Callable[[list[float]], list[float]] | None = None
                  ) -> tuple[str, float | None]:
@@ -90,9 +113,8 @@ def choose_dtype(device: torch.device, seconds: Callable[[str], float], *, round
 
     ``seconds(dtype)`` runs one forward and backward pass in ``dtype`` and
     returns how long it took. Where :func:`has_native_bfloat16` is false the
-    answer is ``("float32", None)`` without measuring. Otherwise both
-    precisions run ``rounds + 1`` times, taking turns (the first of each is a
-    warm-up); bfloat16 is chosen when the best float32 time is at least
+    answer is ``("float32", None)`` without measuring. Otherwise
+    :func:`best_seconds` times both precisions; bfloat16 is chosen when the best float32 time is at least
     :data:`AUTO_SPEEDUP` times the best bfloat16 time. ``combine`` turns this
     process's two times into the ones to compare (the sums over all
     processes, so that every rank decides alike).
@@ -108,12 +130,7 @@ def choose_dtype(device: torch.device, seconds: Callable[[str], float], *, round
     """
     if not has_native_bfloat16(device):
         return "float32", None
-    best = {"float32": math.inf, "bfloat16": math.inf}
-    for i in range(rounds + 1):
-        for dtype in best:
-            t = seconds(dtype)
-            if i:
-                best[dtype] = min(best[dtype], t)
+    best = best_seconds(seconds, ("float32", "bfloat16"), rounds=rounds)
     t32, t16 = (combine or (lambda ts: ts))([best["float32"], best["bfloat16"]])
     speedup = t32 / t16 if t16 > 0 else math.inf
     return ("bfloat16" if speedup >= AUTO_SPEEDUP else "float32"), speedup

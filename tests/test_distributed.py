@@ -10,7 +10,8 @@ accumulation, clipping and early stopping gives the same result in 1 and 2
 processes; SIGTERM to torchrun, and Ctrl-C to its whole process group (each
 worker gets it twice), stop every rank with one checkpoint. Without
 processes: shard() on tuples and dataclasses, the global batch that W does
-not divide, agree() and all_sums() in one process.
+not divide, agree() and all_sums() in one process. dtype="auto" decides alike on
+every rank (from the summed probe times).
 """
 
 from __future__ import annotations
@@ -287,3 +288,36 @@ def test_a_count_not_recounted_per_shard_weighs_ranks_equally_with_a_warning():
     with pytest.warns(UserWarning, match="the ranks are weighted equally"):
         assert run._share(stale, 6) == 1.0
     assert run._share((torch.zeros(1, 4), None), 12) == 2 * 4 / 12
+
+
+AUTO_SCRIPT = '''
+import json, os, sys
+import torch
+from slmbook import devices
+from slmbook._run import Run
+from slmbook.model import GPT, GPTConfig
+from slmbook.training import train
+
+rank = int(os.environ["RANK"])
+devices.has_native_bfloat16 = lambda device: True
+# alone, rank 0 would choose bfloat16 (2x faster) and rank 1 float32 (bfloat16 3x slower);
+# the sums, 3.0 s against 4.0 s, choose float32 for both
+times = [{"float32": 2.0, "bfloat16": 1.0}, {"float32": 1.0, "bfloat16": 3.0}][rank]
+Run._probe_seconds = lambda self, dtype: times[dtype]
+torch.manual_seed(0)
+model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
+ids = torch.randint(0, 11, (500,), generator=torch.Generator().manual_seed(0))
+h = train(model, ids, ids, max_steps=2, batch_size=4, eval_batches=1, progress=False,
+          dtype="auto")
+with open(sys.argv[1] + f".{rank}", "w") as f:
+    json.dump(h.dtype, f)
+'''
+
+
+def test_auto_dtype_is_decided_alike_on_every_rank(tmp_path):
+    script = tmp_path / "auto.py"
+    script.write_text(AUTO_SCRIPT, encoding="utf-8")
+    out = tmp_path / "dtype"
+    run = ddp.launch([str(script), str(out)], nproc=2, timeout=TIMEOUT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert [json.loads(Path(f"{out}.{r}").read_text()) for r in (0, 1)] == ["float32"] * 2

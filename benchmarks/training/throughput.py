@@ -133,7 +133,7 @@ def main() -> None:
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=args.block_size,
                           n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd))
     fpt = flops_per_token(model)
-    reference = statistics.median(samples[variants[-1]])
+    reference = samples[variants[-1]]
     rows = []
     for v in variants:
         tok_s = statistics.median(samples[v])
@@ -142,15 +142,21 @@ def main() -> None:
                      "ms_per_step": 1000 * args.batch_size * args.block_size / tok_s,
                      "flops_per_token": fpt, "model_gflops": fpt * tok_s / 1e9,
                      "mfu": fpt * tok_s / 1e9 / peak["best_gflops"],
-                     "vs_last_variant": tok_s / reference,
+                     # each round's ratio to the reference run next to it, then the median:
+                     # a machine whose speed drifts between rounds moves both runs of a pair
+                     "round_ratios": [a / b for a, b in zip(samples[v], reference, strict=True)],
+                     "vs_last_variant": statistics.median(
+                         a / b for a, b in zip(samples[v], reference, strict=True)),
                      "parameters": sum(p.numel() for p in model.parameters())})
     result = {"environment": environment(corpus_hash(text)), "config": vars(args),
               "matmul_peak_gflops": peak, "matmul_peak_gflops_after": peak_after, "runs": rows}
     md = [f"| variant | precision | tokens/s (median of {args.rounds}) | ms/step | "
-          f"model GFLOP/s | MFU (vs fp32 matmul peak) | vs {variants[-1]} |",
-          "|---|---|---:|---:|---:|---:|---:|"]
+          f"model GFLOP/s | MFU (vs fp32 matmul peak) | vs {variants[-1]} (median of the "
+          "rounds' ratios) | range of the ratios |",
+          "|---|---|---:|---:|---:|---:|---:|---:|"]
     md += [f"| {r['variant']} | {r['dtype']} | {r['tokens_per_s']:,.0f} | {r['ms_per_step']:.1f} | "
-           f"{r['model_gflops']:.1f} | {100 * r['mfu']:.1f}% | {r['vs_last_variant']:.2f} |"
+           f"{r['model_gflops']:.1f} | {100 * r['mfu']:.1f}% | {r['vs_last_variant']:.2f} | "
+           f"{min(r['round_ratios']):.2f} to {max(r['round_ratios']):.2f} |"
            for r in rows]
     md.append(f"\nfp32 matmul peak: {peak['best_gflops']:.1f} GFLOP/s before, "
               f"{peak_after['best_gflops']:.1f} after; {rows[0]['parameters']:,} parameters, "
