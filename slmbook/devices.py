@@ -114,8 +114,9 @@ def choose_dtype(device: torch.device, seconds: Callable[[str], float], *, round
     ``seconds(dtype)`` runs one forward and backward pass in ``dtype`` and
     returns how long it took. Where :func:`has_native_bfloat16` is false the
     answer is ``("float32", None)`` without measuring. Otherwise
-    :func:`best_seconds` times both precisions; bfloat16 is chosen when the best float32 time is at least
-    :data:`AUTO_SPEEDUP` times the best bfloat16 time. ``combine`` turns this
+    :func:`best_seconds` times both precisions, and bfloat16 is chosen when
+    the best float32 time is at least :data:`AUTO_SPEEDUP` times the best
+    bfloat16 time. ``combine`` turns this
     process's two times into the ones to compare (the sums over all
     processes, so that every rank decides alike).
 

@@ -318,8 +318,8 @@ class Adam(_Optimizer):
         foreach: bool | None = None,
     ) -> None:
         if foreach not in (None, True, False):
-            raise ValueError(f"foreach must be True, False or None (choose per group), got "
-                             f"{foreach!r}")
+            raise ValueError(f"foreach must be True, False or None (None: wherever it "
+                             f"applies), got {foreach!r}")
         self.foreach = foreach
         betas = tuple(betas)
         if len(betas) == 2:
@@ -432,7 +432,6 @@ class Adam(_Optimizer):
                 denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)  # eps after correction
                 p.addcdiv_(m, denom, value=-lr / bias_correction1)
         return loss
-
 
     def _use_foreach(self, group: dict[str, Any]) -> bool:
         """Whether ``group`` takes the foreach path (see ``foreach`` in the class docstring)."""
