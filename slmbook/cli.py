@@ -56,8 +56,9 @@ The defaults (4 layers, 4 heads, width 128, context 64, batch 12, peak
 learning rate 4e-3, 2000 steps) take a minute or two on 2 CPU cores. With
 --dtype auto (the default) the run is in bfloat16 where a few timed passes
 show it faster on this machine, else float32 (--dtype float32 repeats bit for
-bit on any machine). Ctrl-C (or SIGTERM) stops at the end of the current step and saves a checkpoint that --resume continues exactly, with
-the options stored in it; an option given again replaces the stored one."""
+bit on any machine). Ctrl-C (or SIGTERM) stops at the end of the current step
+and saves a checkpoint that --resume continues exactly, with the options
+stored in it; an option given again replaces the stored one."""
 
 
 # The only TrainConfig defaults the command sets differently, each for a reason (a test
@@ -70,7 +71,7 @@ CLI_DEFAULTS = {
     "checkpoint_path": "slmbook-run.pt",  # a command always leaves its result on disk
     "checkpoint_every": 500,  # a crash loses at most 500 steps of work
     "device": "auto",  # the command builds the model itself: on a GPU when there is one
-    # benchmarks/training/throughput.py: bfloat16 autocast 1.2x float32 on a CPU with bfloat16
+    # benchmarks/training/throughput.py: bfloat16 autocast 1.1x-1.4x float32 on a CPU with bfloat16
     # instructions, slower elsewhere; "auto" times both on the first batch and keeps the faster
     "dtype": "auto",
 }
