@@ -66,9 +66,9 @@ class Run:
         self.eval_train = self.draw.fixed_batches(config.eval_batches or 20, config.seed + 1)
         self.eval_val = None if val is None else val.fixed_batches(config.eval_batches,
                                                                    config.seed + 2)
-        self.auto_dtype, self.auto_speedup = config.dtype == "auto", None
+        self.auto_dtype = config.dtype == "auto"
         if self.auto_dtype:  # measured here, on a training batch, in every process alike
-            dtype, self.auto_speedup = devices.choose_dtype(
+            dtype, _ = devices.choose_dtype(
                 device, self._probe_seconds, combine=lambda ts: ddp.all_sums(ts, self.ctx))
         self._set_dtype(dtype if self.auto_dtype else config.dtype)
         self.optimizer, self.own_optimizer = optimizer, own_optimizer  # own: config.lr applies
